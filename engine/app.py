@@ -1,0 +1,328 @@
+"""The Faust worker: record changes in, membership in RocksDB, entered/exited events out.
+
+One agent consumes the record-change topic. Per message it decodes and validates every change, folds
+each into the record's state (a RocksDB-backed Faust table with a changelog), re-evaluates only the
+affected segments, produces the resulting events and waits for the broker's acknowledgement, and only
+then writes the new states. That order is what makes a crash safe: state is never ahead of the events
+it implies, so replaying a message re-emits the same events with the same deterministic ids.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from typing import Any, Awaitable, Iterable
+
+import faust
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import EventT
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import topics
+from engine import metrics
+from engine.envelope import encode, envelope, record_key, split_record_key, transition_id
+from engine.errors import BadMessage
+from engine.intake import decode_message, message_changes, parse_change
+from engine.membership import ENTERED, RecordState, Transition, apply_change, backfill
+from engine.registry import SegmentRegistry
+from engine.rules.errors import EngineError
+from engine.schemas import validate_message
+from engine.settings import Settings
+from engine.workspaces import load_workspaces
+
+log = logging.getLogger("segment_engine")
+
+# Per-partition key of the table holding which segment versions that partition has been backfilled to.
+APPLIED_KEY = b"\x00applied"
+
+Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
+
+
+class Engine:
+    """Wires the Faust app, the state table and the segment registry of one worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = SegmentRegistry(load_workspaces(settings.workspaces_file))
+        self.registry_ready = asyncio.Event()
+        self.synced: dict[int, int] = {}  # partition -> registry generation it was synced at
+        prefix = settings.topic_prefix
+        self.records_topic_name = topics.RECORD_CHANGES.full_name(prefix)
+        self.events_topic_name = topics.SEGMENT_EVENTS.full_name(prefix)
+        self.dead_letter_topic_name = topics.DEAD_LETTERS.full_name(prefix)
+        self.definitions_topic_name = topics.SEGMENT_DEFINITIONS.full_name(prefix)
+        n = settings.partitions
+
+        self.app = faust.App(
+            settings.app_id,
+            broker=settings.broker_url,
+            store="rocksdb://",
+            datadir=str(settings.data_dir),
+            topic_partitions=n,
+            topic_replication_factor=1,
+            web_port=settings.web_port,
+            web_bind="127.0.0.1",
+            web_host="127.0.0.1",
+            consumer_auto_offset_reset="earliest",
+            processing_guarantee="at_least_once",
+            table_standby_replicas=0,
+            producer_max_request_size=settings.max_message_bytes * 2,
+            broker_session_timeout=settings.session_timeout,
+            broker_rebalance_timeout=settings.session_timeout,
+            broker_heartbeat_interval=max(0.5, settings.session_timeout / 10),
+            autodiscover=False,
+        )
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        self.records_topic = self.app.topic(self.records_topic_name, partitions=n, **raw)
+        # Same options Faust gives its own changelog topics, under the name declared in topics/.
+        changelog = self.app.topic(
+            topics.RECORD_STATE_CHANGELOG.full_name(prefix),
+            partitions=n,
+            compacting=True,
+            deleting=False,
+            acks=False,
+            internal=True,
+            maxsize=131_072,
+            allow_empty=True,
+            **raw,
+        )
+        self.table = self.app.Table(
+            "record-state", partitions=n, key_type=bytes, value_type=bytes, changelog_topic=changelog
+        )
+        self.app.agent(self.records_topic, name="apply-record-changes")(self._agent)
+        self.app.task(self._read_definitions)
+        self.app.page("/metrics")(self._metrics_page)
+        self.app.on_partitions_revoked.connect(self._forget_synced)
+
+    # ---- the record agent ------------------------------------------------------------------------
+
+    async def _agent(self, stream: faust.StreamT) -> None:
+        await self.registry_ready.wait()
+        async for event in stream.events():
+            await self.handle(event)
+
+    async def handle(self, event: EventT) -> None:
+        """Apply one record-change message (single, batch or sync marker)."""
+        msg = event.message
+        partition = msg.partition
+        if self.synced.get(partition) != self.registry.generation:
+            await self.sync_partition(partition)
+        try:
+            message = decode_message(msg.value, self.settings.max_message_bytes)
+        except BadMessage as exc:
+            metrics.CHANGES.labels("deadlettered").inc()
+            await self.flush([self.dead_letter(event, exc)])
+            return
+        if message["type"] == "engine.sync":
+            return
+        workspace = message["workspace"]
+        batch = message["type"] == "record.changes"
+        out: list[Outgoing] = []
+        pending: dict[bytes, RecordState] = {}
+        for index, item in enumerate(message_changes(message)):
+            try:
+                change = parse_change(item, workspace, self.registry.workspaces, partition, self.settings.partitions)
+            except EngineError as exc:
+                metrics.CHANGES.labels("deadlettered").inc()
+                out.append(self.dead_letter(event, exc, index if batch else None))
+                continue
+            key = record_key(workspace, change.object_type, change.record_id).encode()
+            prev = pending.get(key) or self.load_state(key)
+            segments = self.registry.segment_set(workspace, change.object_type)
+            outcome = apply_change(prev, change, segments)
+            if outcome.state is None:
+                metrics.CHANGES.labels("stale").inc()
+                continue
+            metrics.CHANGES.labels("applied").inc()
+            pending[key] = outcome.state
+            out.extend(self.membership_events(workspace, change.object_type, change.record_id, outcome.transitions))
+        await self.flush(out)
+        for key, state in pending.items():
+            self.table[key] = state.to_bytes()
+
+    def load_state(self, key: bytes) -> RecordState | None:
+        raw = self.table.get(key)
+        return None if raw is None else RecordState.from_bytes(raw)
+
+    # ---- backfill: bring a partition up to the registry's segment versions -----------------------
+
+    async def sync_partition(self, partition: int) -> None:
+        """Backfill this partition's records over segments created or changed since it last synced.
+
+        Runs inside the agent, on an event of `partition`, so table writes land in that partition's
+        RocksDB and changelog. Which versions were applied is stored in the same partition, so a worker
+        that takes the partition over knows what is left to do.
+        """
+        generation = self.registry.generation
+        stamps = {k: list(v) for k, v in self.registry.stamps.items()}
+        raw_applied = self.table.get(APPLIED_KEY)
+        applied: dict[str, list[Any]] = orjson.loads(raw_applied) if raw_applied else {}
+        todo = {k: v for k, v in stamps.items() if applied.get(k) != v}
+        if todo:
+            out: list[Outgoing] = []
+            scopes: dict[tuple[str, str], set[str]] = {}
+            for key, (version, removed) in todo.items():
+                workspace, object_type, segment_id = split_record_key(key)
+                if removed:
+                    if partition == 0:  # one worker owns partition 0: the deletion is announced once
+                        out.append(self.segment_deleted_event(workspace, object_type, segment_id, version))
+                    continue
+                segment = self.registry.get(workspace, object_type, segment_id)
+                if segment is not None and segment.active:
+                    scopes.setdefault((workspace, object_type), set()).add(segment_id)
+            changed = list(self._backfill_partition(partition, scopes, out)) if scopes else []
+            await self.flush(out)
+            for key, state in changed:
+                self.table[key] = state.to_bytes()
+            self.table[APPLIED_KEY] = orjson.dumps(stamps)
+        self.synced[partition] = generation
+
+    def _backfill_partition(
+        self, partition: int, scopes: dict[tuple[str, str], set[str]], out: list[Outgoing]
+    ) -> Iterable[tuple[bytes, RecordState]]:
+        store = self.table.data
+        db = store._db_for_partition(partition)  # Faust keeps one RocksDB per partition
+        changed: list[tuple[bytes, RecordState]] = []
+        for key, raw in store._visible_items(db):
+            if key == APPLIED_KEY:
+                continue
+            workspace, object_type, record_id = split_record_key(key.decode())
+            segment_ids = scopes.get((workspace, object_type))
+            if not segment_ids:
+                continue
+            metrics.BACKFILLED_RECORDS.inc()
+            state = RecordState.from_bytes(raw)
+            transitions = backfill(state, segment_ids, self.registry.segment_set(workspace, object_type))
+            if transitions:
+                out.extend(self.membership_events(workspace, object_type, record_id, transitions))
+                changed.append((key, state))
+        return changed
+
+    async def _forget_synced(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
+        self.synced.clear()
+
+    # ---- output ----------------------------------------------------------------------------------
+
+    def membership_events(
+        self, workspace: str, object_type: str, record_id: str, transitions: list[Transition]
+    ) -> Iterable[Outgoing]:
+        key = record_key(workspace, object_type, record_id).encode()
+        for t in transitions:
+            metrics.MEMBERSHIP_EVENTS.labels(t.event_type, t.cause).inc()
+            event_id = transition_id(
+                workspace, object_type, record_id, t.segment_id, t.segment_version, t.record_version, t.event_type
+            )
+            data = {
+                "object_type": object_type,
+                "segment_id": t.segment_id,
+                "record_id": record_id,
+                "record_version": t.record_version,
+                "segment_version": t.segment_version,
+                "cause": t.cause,
+            }
+            yield self.events_topic_name, key, encode(envelope(t.event_type, data, workspace=workspace, id_=event_id))
+
+    def segment_deleted_event(self, workspace: str, object_type: str, segment_id: str, version: int) -> Outgoing:
+        event_id = transition_id(workspace, object_type, "", segment_id, version, 0, "segment.deleted")
+        data = {"object_type": object_type, "segment_id": segment_id, "segment_version": version}
+        key = f"{workspace}/{object_type}/{segment_id}".encode()
+        return self.events_topic_name, key, encode(envelope("segment.deleted", data, workspace=workspace, id_=event_id))
+
+    def dead_letter(self, event: EventT, exc: EngineError, change_index: int | None = None) -> Outgoing:
+        msg = event.message
+        code = exc.code
+        metrics.DEAD_LETTERS.labels(code).inc()
+        data: dict[str, Any] = {
+            "code": code,
+            "reason": str(exc),
+            "topic": msg.topic,
+            "partition": msg.partition,
+            "offset": msg.offset,
+            "key_b64": base64.b64encode(msg.key).decode() if msg.key is not None else None,
+            "value_b64": base64.b64encode(msg.value or b"").decode(),
+        }
+        if change_index is not None:
+            data["change_index"] = change_index
+        # Deterministic id: a replayed bad message is recognisably the same dead letter.
+        dl_id = transition_id(msg.topic, str(msg.partition), str(msg.offset), str(change_index), 0, 0, "deadletter")
+        return self.dead_letter_topic_name, msg.key, encode(envelope("deadletter", data, id_=dl_id))
+
+    async def flush(self, out: list[Outgoing]) -> None:
+        """Produce everything and wait for the broker's acknowledgement before state moves on."""
+        if not out:
+            return
+        producer = self.app.producer
+        futures: list[Awaitable[Any]] = []
+        for topic, key, value in out:
+            futures.append(await producer.send(topic, key, value, None, None, None))
+        await asyncio.gather(*futures)
+
+    # ---- segment definitions ---------------------------------------------------------------------
+
+    async def _read_definitions(self) -> None:
+        """Follow the compacted definitions topic from the start; the agent waits until it caught up."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            enable_auto_commit=False,
+            group_id=None,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.definitions_topic_name, p) for p in range(topics.SEGMENT_DEFINITIONS.partitions or 1)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            while True:
+                changed = False
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for record in records:
+                        changed |= await self._apply_definition(record)
+                if not self.registry_ready.is_set():
+                    positions = [await consumer.position(tp) for tp in tps]
+                    if all(pos >= end[tp] for pos, tp in zip(positions, tps)):
+                        self._count_segments()
+                        self.registry_ready.set()
+                        log.info("segment registry loaded: generation %d", self.registry.generation)
+                        await self.send_sync_markers()
+                elif changed:
+                    self._count_segments()
+                    await self.send_sync_markers()
+        finally:
+            await consumer.stop()
+
+    async def _apply_definition(self, record: Any) -> bool:
+        try:
+            message = orjson.loads(record.value)
+            validate_message(message)
+            if message["type"] not in ("segment.defined", "segment.removed"):
+                raise BadMessage(f"unexpected message type {message['type']!r} on the definitions topic")
+            return self.registry.apply(message)
+        except (orjson.JSONDecodeError, EngineError) as exc:
+            log.warning("rejected segment definition at offset %s: %s", record.offset, exc)
+            code = getattr(exc, "code", "malformed_json")
+            metrics.DEAD_LETTERS.labels(code).inc()
+            return False
+
+    def _count_segments(self) -> None:
+        active = sum(len(s.active_ids) for s in self.registry.sets.values())
+        total = sum(len(s.segments) for s in self.registry.sets.values())
+        metrics.SEGMENTS_DEFINED.labels("active").set(active)
+        metrics.SEGMENTS_DEFINED.labels("inactive").set(total - active)
+
+    async def send_sync_markers(self) -> None:
+        """Nudge every partition so that idle ones backfill too (the agent syncs on any message)."""
+        marker = encode(envelope("engine.sync", {}))
+        producer = self.app.producer
+        futures = [
+            await producer.send(self.records_topic_name, None, marker, p, None, None)
+            for p in range(self.settings.partitions)
+        ]
+        await asyncio.gather(*futures)
+
+    # ---- web -------------------------------------------------------------------------------------
+
+    async def _metrics_page(self, web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])

@@ -1,0 +1,177 @@
+"""`segment-engine` command line: worker, topics, segments, publish, tail, and the `run` demo."""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import orjson
+
+from engine.settings import Settings, load_settings
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from faust.worker import Worker
+
+    from engine.admin import ensure_topics
+    from engine.app import Engine
+
+    require_broker(settings)
+    ensure_topics(settings)
+    engine = Engine(settings)
+    Worker(engine.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    return 0
+
+
+def cmd_topics_create(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.admin import ensure_topics
+
+    require_broker(settings)
+    created = ensure_topics(settings)
+    print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
+    return 0
+
+
+def cmd_segments_apply(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.client import Publisher
+
+    require_broker(settings)
+    segments = load_segment_file(Path(args.file), settings)
+    publisher = Publisher(settings)
+    for segment in segments:
+        workspace = segment.pop("workspace")
+        data = publisher.define_segment(workspace, segment)
+        print(f"defined {workspace}/{data['object_type']}/{data['id']} version {data['version']}")
+    publisher.close()
+    return 0
+
+
+def cmd_segments_remove(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.client import Publisher
+
+    require_broker(settings)
+    publisher = Publisher(settings)
+    publisher.remove_segment(args.workspace, args.object_type, args.segment_id)
+    publisher.close()
+    print(f"removed {args.workspace}/{args.object_type}/{args.segment_id}")
+    return 0
+
+
+def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.client import Publisher
+    from engine.sample_data import contact_changes
+
+    require_broker(settings)
+    if args.sample:
+        changes: list[dict[str, Any]] = list(contact_changes(random.Random(args.seed), args.sample, args.records))
+    else:
+        source = sys.stdin.buffer if args.file in (None, "-") else open(args.file, "rb")
+        changes = [orjson.loads(line) for line in source if line.strip()]
+    publisher = Publisher(settings)
+    if args.batch > 1:
+        messages = publisher.publish_batches(args.workspace, changes, args.batch)
+    else:
+        for change in changes:
+            publisher.publish_change(args.workspace, change)
+        messages = len(changes)
+    publisher.close()
+    print(f"published {len(changes)} change(s) in {messages} message(s)")
+    return 0
+
+
+def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.tail import tail
+
+    require_broker(settings)
+    tail(settings, follow=args.follow, from_beginning=args.from_beginning, as_json=args.json, segment=args.segment)
+    return 0
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.demo import run_demo
+
+    return run_demo(settings, duration=args.duration, rate=args.rate)
+
+
+def require_broker(settings: Settings) -> None:
+    if not settings.broker:
+        sys.exit("segment-engine: set SEGMENT_ENGINE_BROKER=host:port (or use `segment-engine run`)")
+
+
+def load_segment_file(path: Path, settings: Settings) -> list[dict[str, Any]]:
+    """Read a JSON list of segments and validate each rule here, so a bad rule fails at the prompt."""
+    from engine.rules import InvalidRule, load_rule
+    from engine.workspaces import load_workspaces
+
+    workspaces = load_workspaces(settings.workspaces_file)
+    segments: list[dict[str, Any]] = orjson.loads(path.read_bytes())
+    for segment in segments:
+        name = f"{segment.get('workspace')}/{segment.get('object_type')}/{segment.get('id')}"
+        catalog = workspaces.catalog(segment.get("workspace", ""), segment.get("object_type", ""))
+        if catalog is None:
+            sys.exit(f"segment {name}: unknown workspace or object type")
+        try:
+            load_rule(segment["rule"], catalog)
+        except InvalidRule as exc:
+            sys.exit(f"segment {name}: {exc}")
+    return segments
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segment-engine",
+        description="Streaming segment membership engine. Settings come from SEGMENT_ENGINE_* variables (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("worker", help="run a worker: consume record changes, keep membership, emit events")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("topics", help="manage the engine's Kafka topics")
+    topics_sub = p.add_subparsers(dest="topics_command", required=True)
+    p = topics_sub.add_parser("create", help="create every declared topic that does not exist (idempotent)")
+    p.set_defaults(func=cmd_topics_create)
+
+    p = sub.add_parser("segments", help="define or remove segments")
+    seg_sub = p.add_subparsers(dest="segments_command", required=True)
+    p = seg_sub.add_parser("apply", help="validate and publish the segments of a JSON file (a list of definitions)")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_segments_apply)
+    p = seg_sub.add_parser("remove", help="delete a segment (records are never touched)")
+    p.add_argument("workspace")
+    p.add_argument("object_type")
+    p.add_argument("segment_id")
+    p.set_defaults(func=cmd_segments_remove)
+
+    p = sub.add_parser("publish", help="publish record changes (NDJSON file or stdin, or --sample N random contacts)")
+    p.add_argument("file", nargs="?", help="NDJSON of changes {op, object_type, id, version, fields}; - for stdin")
+    p.add_argument("--workspace", default="demo")
+    p.add_argument("--batch", type=int, default=1, help="changes per message (grouped by partition); 1 = single-change messages")
+    p.add_argument("--sample", type=int, default=0, help="publish N random contact changes instead of a file")
+    p.add_argument("--records", type=int, default=500, help="distinct contacts for --sample")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("tail", help="print segment entered/exited/deleted events")
+    p.add_argument("--follow", action="store_true", help="keep waiting for new events")
+    p.add_argument("--from-beginning", action="store_true", help="start at the oldest retained event")
+    p.add_argument("--segment", help="only events of this segment id")
+    p.add_argument("--json", action="store_true", help="print raw JSON envelopes")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("run", help="demo: embedded broker, a worker, sample segments and changes, events printed")
+    p.add_argument("--duration", type=float, default=0, help="stop after N seconds (0 = until Ctrl-C)")
+    p.add_argument("--rate", type=float, default=20, help="sample changes per second")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(load_settings(), args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

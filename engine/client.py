@@ -1,0 +1,108 @@
+"""Publishing helpers for upstream systems and the CLI: record changes and segment definitions.
+
+Changes are keyed `workspace/object_type/record_id` and partitioned with Kafka's default partitioner;
+batches are formed per partition, because a record.changes message may only carry records of the
+partition it is sent to.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any, Iterable, Iterator, Mapping
+
+from kafka import KafkaProducer
+
+import topics
+from engine.envelope import encode, envelope, record_key, segment_key
+from engine.intake import partition_for
+from engine.settings import Settings
+
+Change = Mapping[str, Any]  # {"op", "object_type", "id", "version", "fields"}
+
+
+class Publisher:
+    """A kafka-python producer that knows the engine's topics, keys and batch shape."""
+
+    def __init__(self, settings: Settings, source: str = "segment-engine-cli") -> None:
+        self.settings = settings
+        self.source = source
+        self.producer = KafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            linger_ms=5,
+            max_request_size=settings.max_message_bytes * 2,
+            acks="all",
+        )
+        self.records_topic = topics.RECORD_CHANGES.full_name(settings.topic_prefix)
+        self.definitions_topic = topics.SEGMENT_DEFINITIONS.full_name(settings.topic_prefix)
+
+    def publish_change(self, workspace: str, change: Change) -> None:
+        """One change per message (type record.change)."""
+        key = record_key(workspace, change["object_type"], change["id"])
+        message = envelope("record.change", dict(change), workspace=workspace, source=self.source)
+        self.producer.send(
+            self.records_topic,
+            key=key.encode(),
+            value=encode(message),
+            partition=partition_for(key, self.settings.partitions),
+        )
+
+    def publish_batches(self, workspace: str, changes: Iterable[Change], batch_size: int) -> int:
+        """Group changes by partition into record.changes messages of at most `batch_size`; returns messages sent."""
+        sent = 0
+        for partition, chunk in batches_by_partition(workspace, changes, self.settings.partitions, batch_size):
+            first = chunk[0]
+            key = record_key(workspace, first["object_type"], first["id"])
+            message = envelope("record.changes", {"changes": [dict(c) for c in chunk]}, workspace=workspace, source=self.source)
+            self.producer.send(self.records_topic, key=key.encode(), value=encode(message), partition=partition)
+            sent += 1
+        return sent
+
+    def publish_raw(self, value: bytes, key: bytes | None = None, partition: int | None = None) -> None:
+        """Put arbitrary bytes on the record-change topic (tests and replays of dead letters)."""
+        self.producer.send(self.records_topic, key=key, value=value, partition=partition)
+
+    def define_segment(self, workspace: str, segment: Mapping[str, Any]) -> dict[str, Any]:
+        """Publish a segment.defined message; the version defaults to the current time in ms."""
+        data = dict(segment)
+        data.setdefault("version", int(time.time() * 1000))
+        data.setdefault("status", "active")
+        key = segment_key(workspace, data["object_type"], data["id"])
+        self.producer.send(
+            self.definitions_topic,
+            key=key.encode(),
+            value=encode(envelope("segment.defined", data, workspace=workspace, source=self.source)),
+        )
+        return data
+
+    def remove_segment(self, workspace: str, object_type: str, segment_id: str, version: int | None = None) -> None:
+        data = {"id": segment_id, "object_type": object_type, "version": version or int(time.time() * 1000)}
+        key = segment_key(workspace, object_type, segment_id)
+        self.producer.send(
+            self.definitions_topic,
+            key=key.encode(),
+            value=encode(envelope("segment.removed", data, workspace=workspace, source=self.source)),
+        )
+
+    def flush(self) -> None:
+        self.producer.flush()
+
+    def close(self) -> None:
+        self.producer.flush()
+        self.producer.close()
+
+
+def batches_by_partition(
+    workspace: str, changes: Iterable[Change], partitions: int, batch_size: int
+) -> Iterator[tuple[int, list[Change]]]:
+    """Yield (partition, changes) chunks, preserving each record's order within its partition."""
+    open_batches: dict[int, list[Change]] = defaultdict(list)
+    for change in changes:
+        p = partition_for(record_key(workspace, change["object_type"], change["id"]), partitions)
+        batch = open_batches[p]
+        batch.append(change)
+        if len(batch) >= batch_size:
+            yield p, batch
+            open_batches[p] = []
+    for p, batch in open_batches.items():
+        if batch:
+            yield p, batch

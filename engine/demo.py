@@ -1,0 +1,104 @@
+"""`segment-engine run`: the whole loop on one machine, for a newcomer's first look.
+
+Starts the embedded broker (unless SEGMENT_ENGINE_BROKER is set), a worker process, applies the sample
+segments, streams sample contact changes and prints every entered/exited event until Ctrl-C.
+"""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+
+from engine.broker import LocalBroker, free_port
+from engine.settings import SAMPLES, Settings
+
+
+def run_demo(settings: Settings, duration: float = 0, rate: float = 20) -> int:
+    broker: LocalBroker | None = None
+    if not settings.broker:
+        broker = LocalBroker().start()
+        print(f"started local broker on {broker.address}", flush=True)
+        settings = replace(settings, broker=broker.address)
+    data_dir = Path(tempfile.mkdtemp(prefix="segment-engine-demo-"))
+    settings = replace(settings, data_dir=data_dir, web_port=free_port())
+    env = dict(os.environ, SEGMENT_ENGINE_BROKER=settings.broker, SEGMENT_ENGINE_DATA_DIR=str(data_dir),
+               SEGMENT_ENGINE_WEB_PORT=str(settings.web_port))
+    worker: subprocess.Popen[bytes] | None = None
+    stop = threading.Event()
+    try:
+        from engine.admin import ensure_topics
+        from engine.client import Publisher
+        from engine.tail import format_event
+
+        ensure_topics(settings)
+        publisher = Publisher(settings, source="segment-engine-demo")
+        for segment in orjson.loads((SAMPLES / "segments.json").read_bytes()):
+            workspace = segment.pop("workspace")
+            data = publisher.define_segment(workspace, segment)
+            print(f"segment {workspace}/{data['object_type']}/{data['id']}: {data['name']}", flush=True)
+        publisher.flush()
+        worker = subprocess.Popen([sys.executable, "-m", "engine.cli", "worker"], env=env)
+        print(f"worker started (pid {worker.pid}, metrics on http://127.0.0.1:{settings.web_port}/metrics); "
+              "publishing sample contact changes, Ctrl-C to stop", flush=True)
+        threading.Thread(target=_publish_forever, args=(publisher, rate, stop), daemon=True).start()
+        _print_events(settings, format_event, duration)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        if broker is not None:
+            broker.stop()
+        print("stopped", flush=True)
+    return 0
+
+
+def _publish_forever(publisher: "object", rate: float, stop: threading.Event) -> None:
+    from engine.client import Publisher
+    from engine.sample_data import contact_changes
+
+    assert isinstance(publisher, Publisher)
+    rng = random.Random()
+    changes = contact_changes(rng, 10**9, records=300)
+    while not stop.is_set():
+        # Alternate single-change messages and small batches: both are first-class.
+        burst = [next(changes) for _ in range(max(1, int(rate)))]
+        publisher.publish_change("demo", burst[0])
+        publisher.publish_batches("demo", burst[1:], batch_size=10)
+        publisher.flush()
+        stop.wait(1.0)
+
+
+def _print_events(settings: Settings, format_event: "object", duration: float) -> None:
+    from kafka import KafkaConsumer
+
+    import topics
+
+    consumer = KafkaConsumer(
+        topics.SEGMENT_EVENTS.full_name(settings.topic_prefix),
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    deadline = time.monotonic() + duration if duration else float("inf")
+    try:
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    print(format_event(orjson.loads(record.value)), flush=True)  # type: ignore[operator]
+    finally:
+        consumer.close()

@@ -1,0 +1,30 @@
+"""Errors of the stream edge: each carries a stable code that becomes the dead-letter reason code."""
+from __future__ import annotations
+
+from engine.rules.errors import EngineError
+
+
+class BadMessage(EngineError):
+    """A message (or one change of a batch) the engine cannot use; it is dead-lettered, never dropped."""
+
+    code = "bad_message"
+
+
+class MessageTooLarge(BadMessage):
+    code = "message_too_large"
+
+
+class MalformedJson(BadMessage):
+    code = "malformed_json"
+
+
+class SchemaViolation(BadMessage):
+    code = "schema_violation"
+
+
+class UnknownWorkspace(BadMessage):
+    code = "unknown_workspace"
+
+
+class WrongPartition(BadMessage):
+    code = "wrong_partition"

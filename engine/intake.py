@@ -1,0 +1,69 @@
+"""Turn raw record-change messages into validated, normalised changes, or say exactly why not.
+
+Everything that can be wrong with input is decided here, before any state is touched, so the agent can
+dead-letter the bad part and apply the rest.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from kafka.partitioner.default import murmur2
+
+from engine.envelope import record_key
+from engine.errors import MalformedJson, MessageTooLarge, UnknownWorkspace, WrongPartition
+from engine.membership import Change
+from engine.rules import normalize_fields
+from engine.schemas import validate_message
+from engine.workspaces import Workspaces
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), the same one every Kafka client uses for keyed messages."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def decode_message(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
+    """Bytes → schema-valid message dict; raises a BadMessage subclass."""
+    if raw is None:
+        raise MalformedJson("empty message")
+    if len(raw) > max_bytes:
+        raise MessageTooLarge(f"message is {len(raw)} bytes, limit {max_bytes}")
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJson(f"not JSON: {exc}") from None
+    validate_message(message)
+    return message  # type: ignore[no-any-return]
+
+
+def message_changes(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The raw change items of a record.change or record.changes message."""
+    if message["type"] == "record.change":
+        return [message["data"]]
+    return message["data"]["changes"]  # type: ignore[no-any-return]
+
+
+def parse_change(
+    item: dict[str, Any],
+    workspace: str,
+    workspaces: Workspaces,
+    partition: int,
+    partitions: int,
+) -> Change:
+    """Validate one change item against its workspace's catalog and the partition it arrived on.
+
+    Raises an EngineError whose code is the dead-letter reason.
+    """
+    object_type = item["object_type"]
+    catalog = workspaces.catalog(workspace, object_type)
+    if catalog is None:
+        raise UnknownWorkspace(f"workspace {workspace!r} is not configured")
+    key = record_key(workspace, object_type, item["id"])
+    expected = partition_for(key, partitions)
+    if expected != partition:
+        raise WrongPartition(f"record {key!r} belongs to partition {expected}, message arrived on {partition}")
+    # A field of the wrong type or unknown to the catalog raises FieldValueError (code field_type /
+    # unknown_field): the change is dead-lettered with that code.
+    fields = normalize_fields(item.get("fields") or {}, catalog) if item["op"] == "upsert" else {}
+    return Change(item["op"], object_type, item["id"], item["version"], fields)

@@ -1,0 +1,32 @@
+"""Prometheus metrics of the engine (served on each worker's /metrics).
+
+Labels are bounded: outcome and reason codes, never record ids.
+"""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+CHANGES = Counter(
+    "segment_engine_changes_total",
+    "Record changes consumed, by outcome (applied, stale, deadlettered).",
+    ["outcome"],
+)
+DEAD_LETTERS = Counter(
+    "segment_engine_dead_letters_total",
+    "Messages or changes sent to the dead-letter topic, by reason code.",
+    ["code"],
+)
+MEMBERSHIP_EVENTS = Counter(
+    "segment_engine_membership_events_total",
+    "segment.entered / segment.exited events emitted, by type and cause.",
+    ["type", "cause"],
+)
+BACKFILLED_RECORDS = Counter(
+    "segment_engine_backfill_records_total",
+    "Stored records re-evaluated because a segment was created or changed.",
+)
+SEGMENTS_DEFINED = Gauge(
+    "segment_engine_segments",
+    "Segments this worker knows, by status.",
+    ["status"],
+)

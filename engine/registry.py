@@ -1,0 +1,118 @@
+"""The segment definitions a worker knows, compiled and indexed per (workspace, object type).
+
+Fed from the compacted definitions topic. Every accepted change bumps `generation`, which is how the
+record agent notices that a partition needs a backfill.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from engine.envelope import segment_key
+from engine.errors import UnknownWorkspace
+from engine.rules import CompiledRule, FieldIndex, load_rule
+from engine.workspaces import Workspaces
+
+Scope = tuple[str, str]  # (workspace, object type)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment definition at one version; `rule` is compiled once when the definition arrives."""
+
+    workspace: str
+    object_type: str
+    id: str
+    name: str
+    version: int
+    active: bool
+    rule: CompiledRule
+    definition: Mapping[str, Any]
+
+    @property
+    def matches(self) -> Callable[[Mapping[str, Any]], bool]:
+        return self.rule.matches
+
+
+@dataclass
+class SegmentSet:
+    """The segments of one workspace and object type, with the field index over the active ones."""
+
+    segments: dict[str, Segment] = field(default_factory=dict)
+    index: FieldIndex = field(default_factory=FieldIndex)
+    active_ids: frozenset[str] = frozenset()
+
+    def put(self, segment: Segment) -> None:
+        self.segments[segment.id] = segment
+        self.index.remove(segment.id)
+        if segment.active:
+            self.index.add(segment.id, segment.rule.fields)
+        self._refresh_active()
+
+    def drop(self, segment_id: str) -> None:
+        self.segments.pop(segment_id, None)
+        self.index.remove(segment_id)
+        self._refresh_active()
+
+    def _refresh_active(self) -> None:
+        self.active_ids = frozenset(s.id for s in self.segments.values() if s.active)
+
+
+EMPTY_SET = SegmentSet()
+
+# Version stamp per segment key: [version, removed]; what a partition stores as "applied".
+Stamps = dict[str, list[Any]]
+
+
+class SegmentRegistry:
+    """Latest definition of every segment; older or equal versions are ignored, so replays are harmless."""
+
+    def __init__(self, workspaces: Workspaces) -> None:
+        self.workspaces = workspaces
+        self.sets: dict[Scope, SegmentSet] = {}
+        self.stamps: Stamps = {}
+        self.generation = 0
+
+    def segment_set(self, workspace: str, object_type: str) -> SegmentSet:
+        return self.sets.get((workspace, object_type), EMPTY_SET)
+
+    def get(self, workspace: str, object_type: str, segment_id: str) -> Segment | None:
+        return self.segment_set(workspace, object_type).segments.get(segment_id)
+
+    def apply(self, message: Mapping[str, Any]) -> bool:
+        """Apply a validated segment.defined / segment.removed message; True if it changed anything.
+
+        Raises InvalidRule for a rule that does not validate against the workspace's catalog and
+        UnknownWorkspace for a workspace not configured.
+        """
+        workspace = message["workspace"]
+        data = message["data"]
+        object_type = data["object_type"]
+        key = segment_key(workspace, object_type, data["id"])
+        version = int(data["version"])
+        current = self.stamps.get(key)
+        if current is not None and current[0] >= version:
+            return False
+        catalog = self.workspaces.catalog(workspace, object_type)
+        if catalog is None:
+            raise UnknownWorkspace(f"workspace {workspace!r} is not configured")
+        scope = (workspace, object_type)
+        if message["type"] == "segment.removed":
+            self.sets.setdefault(scope, SegmentSet()).drop(data["id"])
+            self.stamps[key] = [version, True]
+        else:
+            rule = load_rule(data["rule"], catalog)
+            segment = Segment(
+                workspace=workspace,
+                object_type=object_type,
+                id=data["id"],
+                name=data["name"],
+                version=version,
+                active=data.get("status", "active") == "active",
+                rule=rule,
+                definition=data,
+            )
+            self.sets.setdefault(scope, SegmentSet()).put(segment)
+            self.stamps[key] = [version, False]
+        self.generation += 1
+        return True

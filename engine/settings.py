@@ -1,0 +1,61 @@
+"""One settings object, read from SEGMENT_ENGINE_* environment variables.
+
+Every knob of the engine lives here with its default, so the README's table and the code cannot drift.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+PREFIX = "SEGMENT_ENGINE_"
+SAMPLES = Path(__file__).parent / "samples"
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str = ""  # host:port list; empty means "start the embedded local broker" (run only)
+    app_id: str = "segment-engine"
+    topic_prefix: str = ""  # prepended to every topic name, so several engines can share a cluster
+    partitions: int = 4  # partitions of the record-change topic and everything co-partitioned with it
+    data_dir: Path = Path("data")
+    web_port: int = 6066
+    workspaces_file: Path = SAMPLES / "workspaces.json"
+    max_message_bytes: int = 1_048_576
+    log_level: str = "warning"
+    # A member that stops heartbeating for this long loses its partitions; a group (re)join waits up
+    # to this long for members. Lower means faster failover and faster first start.
+    session_timeout: float = 10.0
+
+    @property
+    def broker_url(self) -> str:
+        """Faust wants kafka:// URLs; users write host:port."""
+        hosts = [h if "://" in h else f"kafka://{h}" for h in self.broker.split(",") if h]
+        return ";".join(hosts)
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [h.split("://", 1)[-1] for h in self.broker.split(",") if h]
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from the environment (or a given mapping, for tests)."""
+    env = os.environ if env is None else env
+
+    def get(name: str, default: str) -> str:
+        return env.get(PREFIX + name, default)
+
+    defaults = Settings()
+    return Settings(
+        broker=get("BROKER", defaults.broker),
+        app_id=get("APP_ID", defaults.app_id),
+        topic_prefix=get("TOPIC_PREFIX", defaults.topic_prefix),
+        partitions=int(get("PARTITIONS", str(defaults.partitions))),
+        data_dir=Path(get("DATA_DIR", str(defaults.data_dir))),
+        web_port=int(get("WEB_PORT", str(defaults.web_port))),
+        workspaces_file=Path(get("WORKSPACES_FILE", str(defaults.workspaces_file))),
+        max_message_bytes=int(get("MAX_MESSAGE_BYTES", str(defaults.max_message_bytes))),
+        log_level=get("LOG_LEVEL", defaults.log_level),
+        session_timeout=float(get("SESSION_TIMEOUT", str(defaults.session_timeout))),
+    )

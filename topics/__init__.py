@@ -1,0 +1,84 @@
+"""Every Kafka topic the engine reads or writes, declared once.
+
+Code asks this module for names and settings instead of repeating strings; `segment-engine topics create`
+creates exactly this list.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """Name (without prefix), key, partitioning and retention of one topic."""
+
+    name: str
+    key: str
+    partitions: int | None  # None: the engine's partition count (co-partitioned with record changes)
+    compacted: bool
+    retention_ms: int | None  # None: keep forever
+    doc: str
+
+    def full_name(self, prefix: str) -> str:
+        return prefix + self.name
+
+    def partition_count(self, engine_partitions: int) -> int:
+        return self.partitions if self.partitions is not None else engine_partitions
+
+    def config(self) -> Mapping[str, str]:
+        cfg = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        cfg["retention.ms"] = str(self.retention_ms if self.retention_ms is not None else -1)
+        return cfg
+
+
+RECORD_CHANGES = TopicSpec(
+    name="record-changes",
+    key="workspace/object_type/record_id (of the first change, for batches)",
+    partitions=None,
+    compacted=False,
+    retention_ms=7 * DAY_MS,
+    doc="record.change and record.changes (batch) messages from upstream; engine.sync control markers",
+)
+SEGMENT_DEFINITIONS = TopicSpec(
+    name="segment-definitions",
+    key="workspace/object_type/segment_id",
+    partitions=1,
+    compacted=True,
+    retention_ms=None,
+    doc="segment.defined / segment.removed; compacted, read in full by every worker",
+)
+SEGMENT_EVENTS = TopicSpec(
+    name="segment-events",
+    key="workspace/object_type/record_id (segment.deleted: workspace/object_type/segment_id)",
+    partitions=None,
+    compacted=False,
+    retention_ms=7 * DAY_MS,
+    doc="segment.entered, segment.exited and segment.deleted events for subscribers",
+)
+DEAD_LETTERS = TopicSpec(
+    name="dead-letters",
+    key="the original message key",
+    partitions=1,
+    compacted=False,
+    retention_ms=30 * DAY_MS,
+    doc="messages the engine could not use: original bytes, reason code, source topic/partition/offset",
+)
+RECORD_STATE_CHANGELOG = TopicSpec(
+    name="record-state-changelog",
+    key="workspace/object_type/record_id",
+    partitions=None,
+    compacted=True,
+    retention_ms=None,
+    doc="changelog of the RocksDB record-state table (fields, version, memberships); restores a lost worker",
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    RECORD_CHANGES,
+    SEGMENT_DEFINITIONS,
+    SEGMENT_EVENTS,
+    DEAD_LETTERS,
+    RECORD_STATE_CHANGELOG,
+)
