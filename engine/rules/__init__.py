@@ -1,0 +1,68 @@
+"""Pure rule core: parse react-querybuilder JSON, validate it against a field catalog,
+compile it to a closure, index segments by the fields they read, explain matches.
+
+No I/O here; the Kafka/Faust/HTTP edges in ``engine/`` build on this facade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .catalog import (
+    OBJECT_TYPES,
+    STANDARD_FIELDS,
+    Catalog,
+    FieldType,
+    catalog_for,
+    is_valid_field_name,
+)
+from .compile import NEGATIONS, compile_condition, compile_rule, fields_read
+from .errors import (
+    CatalogError,
+    EngineError,
+    FieldValueError,
+    InvalidRule,
+    RuleProblem,
+)
+from .explain import Explanation, explain
+from .index import FieldIndex
+from .model import Condition, Group, Rule
+from .parse import parse_rule, split_comma_list
+from .validate import (
+    ALL_OPERATORS,
+    MAX_CONDITIONS,
+    MAX_DEPTH,
+    MAX_LIST_VALUES,
+    MAX_STRING_LENGTH,
+    OPERATORS_BY_TYPE,
+    validate_rule,
+)
+from .values import normalize_fields, parse_datetime_ms
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """A validated rule ready for the hot path: ``matches(record)`` and the ``fields`` it reads."""
+
+    tree: Group
+    matches: Callable[[Mapping[str, Any]], bool]
+    fields: frozenset[str]
+
+
+def load_rule(obj: Any, catalog: Mapping[str, FieldType]) -> CompiledRule:
+    """Parse + validate + compile; raises InvalidRule listing every problem."""
+    tree = parse_rule(obj)
+    return CompiledRule(tree=tree, matches=compile_rule(tree, catalog), fields=fields_read(tree))
+
+
+__all__ = [
+    "ALL_OPERATORS", "MAX_CONDITIONS", "MAX_DEPTH", "MAX_LIST_VALUES", "MAX_STRING_LENGTH",
+    "NEGATIONS", "OBJECT_TYPES", "OPERATORS_BY_TYPE", "STANDARD_FIELDS",
+    "Catalog", "CatalogError", "CompiledRule", "Condition", "EngineError", "Explanation",
+    "FieldIndex", "FieldType", "FieldValueError", "Group", "InvalidRule", "Rule", "RuleProblem",
+    "catalog_for", "compile_condition", "compile_rule", "explain", "fields_read",
+    "is_valid_field_name", "load_rule", "normalize_fields", "parse_datetime_ms", "parse_rule",
+    "split_comma_list", "validate_rule",
+]
