@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import topics
 from engine import metrics
-from engine.envelope import encode, envelope, record_key, split_record_key, transition_id
+from engine.envelope import encode, envelope, record_key, segment_key, split_record_key, transition_id
 from engine.errors import BadMessage
 from engine.intake import decode_message, message_changes, parse_change
 from engine.membership import ENTERED, RecordState, Transition, apply_change, backfill
@@ -226,7 +226,7 @@ class Engine:
     def segment_deleted_event(self, workspace: str, object_type: str, segment_id: str, version: int) -> Outgoing:
         event_id = transition_id(workspace, object_type, "", segment_id, version, 0, "segment.deleted")
         data = {"object_type": object_type, "segment_id": segment_id, "segment_version": version}
-        key = f"{workspace}/{object_type}/{segment_id}".encode()
+        key = segment_key(workspace, object_type, segment_id).encode()
         return self.events_topic_name, key, encode(envelope("segment.deleted", data, workspace=workspace, id_=event_id))
 
     def dead_letter(self, event: EventT, exc: EngineError, change_index: int | None = None) -> Outgoing:

@@ -21,7 +21,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     require_broker(settings)
     ensure_topics(settings)
     engine = Engine(settings)
-    Worker(engine.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    worker = Worker(engine.app, loglevel=settings.log_level, quiet=True)
+    worker.spinner = None  # its cursor escapes would mangle `run`'s event output
+    worker.execute_from_commandline()
     return 0
 
 
