@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import topics
 from engine import metrics
 from engine.envelope import encode, envelope, record_key, segment_key, split_record_key, transition_id
-from engine.errors import BadMessage
+from engine.errors import BadMessage, MalformedJson, SchemaViolation
 from engine.intake import decode_message, message_changes, parse_change
 from engine.membership import ENTERED, RecordState, Transition, apply_change, backfill
 from engine.registry import SegmentRegistry
@@ -231,22 +231,34 @@ class Engine:
 
     def dead_letter(self, event: EventT, exc: EngineError, change_index: int | None = None) -> Outgoing:
         msg = event.message
-        code = exc.code
-        metrics.DEAD_LETTERS.labels(code).inc()
+        return self.dead_letter_for(msg.topic, msg.partition, msg.offset, msg.key, msg.value, exc, change_index)
+
+    def dead_letter_for(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        exc: EngineError,
+        change_index: int | None = None,
+    ) -> Outgoing:
+        """The dead letter of a message (or of one change of a batch): original bytes, code, reason, origin."""
+        metrics.DEAD_LETTERS.labels(exc.code).inc()
         data: dict[str, Any] = {
-            "code": code,
+            "code": exc.code,
             "reason": str(exc),
-            "topic": msg.topic,
-            "partition": msg.partition,
-            "offset": msg.offset,
-            "key_b64": base64.b64encode(msg.key).decode() if msg.key is not None else None,
-            "value_b64": base64.b64encode(msg.value or b"").decode(),
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "key_b64": base64.b64encode(key).decode() if key is not None else None,
+            "value_b64": base64.b64encode(value or b"").decode(),
         }
         if change_index is not None:
             data["change_index"] = change_index
-        # Deterministic id: a replayed bad message is recognisably the same dead letter.
-        dl_id = transition_id(msg.topic, str(msg.partition), str(msg.offset), str(change_index), 0, 0, "deadletter")
-        return self.dead_letter_topic_name, msg.key, encode(envelope("deadletter", data, id_=dl_id))
+        # Deterministic id: a replayed bad message (or one seen by every worker) is the same dead letter.
+        dl_id = transition_id(topic, str(partition), str(offset), str(change_index), 0, 0, "deadletter")
+        return self.dead_letter_topic_name, key, encode(envelope("deadletter", data, id_=dl_id))
 
     async def flush(self, out: list[Outgoing]) -> None:
         """Produce everything and wait for the broker's acknowledgement before state moves on."""
@@ -276,10 +288,12 @@ class Engine:
             end = await consumer.end_offsets(tps)
             while True:
                 changed = False
+                rejected: list[Outgoing] = []
                 batches = await consumer.getmany(timeout_ms=200)
                 for records in batches.values():
                     for record in records:
-                        changed |= await self._apply_definition(record)
+                        changed |= self._apply_definition(record, rejected)
+                await self.flush(rejected)
                 if not self.registry_ready.is_set():
                     positions = [await consumer.position(tp) for tp in tps]
                     if all(pos >= end[tp] for pos, tp in zip(positions, tps)):
@@ -293,18 +307,25 @@ class Engine:
         finally:
             await consumer.stop()
 
-    async def _apply_definition(self, record: Any) -> bool:
+    def _apply_definition(self, record: Any, rejected: list[Outgoing]) -> bool:
+        """Apply one definition message; an invalid one is dead-lettered (by every worker, same id)."""
         try:
             message = orjson.loads(record.value)
-            validate_message(message)
-            if message["type"] not in ("segment.defined", "segment.removed"):
-                raise BadMessage(f"unexpected message type {message['type']!r} on the definitions topic")
-            return self.registry.apply(message)
-        except (orjson.JSONDecodeError, EngineError) as exc:
-            log.warning("rejected segment definition at offset %s: %s", record.offset, exc)
-            code = getattr(exc, "code", "malformed_json")
-            metrics.DEAD_LETTERS.labels(code).inc()
-            return False
+        except orjson.JSONDecodeError as exc:
+            error: EngineError = MalformedJson(f"not JSON: {exc}")
+        else:
+            try:
+                validate_message(message)
+                if message["type"] not in ("segment.defined", "segment.removed"):
+                    raise SchemaViolation(f"unexpected message type {message['type']!r} on the definitions topic")
+                return self.registry.apply(message)
+            except EngineError as exc:
+                error = exc
+        log.warning("rejected segment definition at offset %s: %s", record.offset, error)
+        rejected.append(
+            self.dead_letter_for(record.topic, record.partition, record.offset, record.key, record.value, error)
+        )
+        return False
 
     def _count_segments(self) -> None:
         active = sum(len(s.active_ids) for s in self.registry.sets.values())

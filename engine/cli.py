@@ -39,8 +39,8 @@ def cmd_topics_create(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_segments_apply(settings: Settings, args: argparse.Namespace) -> int:
     from engine.client import Publisher
 
-    require_broker(settings)
     segments = load_segment_file(Path(args.file), settings)
+    require_broker(settings)
     publisher = Publisher(settings)
     for segment in segments:
         workspace = segment.pop("workspace")

@@ -84,3 +84,25 @@ def test_backfill_edit_remove_and_inactive(harness: Harness) -> None:
     assert {m for m in fold_events(harness.events()) if m[1] == "big-spenders"} == frozen
     define(harness, "big-spenders", GERMANS, version=5, status="active")
     settle(live, changes + more + flip, "reactivated segment caught up")
+
+
+def test_an_invalid_definition_is_dead_lettered_and_the_rest_still_apply(harness: Harness) -> None:
+    from engine.envelope import encode, envelope
+
+    bad_rule = {"combinator": "and", "rules": [{"field": "lifetime_value", "operator": "beginsWith", "value": "9"}]}
+    bad = envelope("segment.defined", {"id": "broken", "object_type": "contact", "name": "broken", "version": 1,
+                                       "rule": bad_rule}, workspace="acme")
+    harness.publisher.producer.send(harness.publisher.definitions_topic, key=b"acme/contact/broken", value=encode(bad))
+    define(harness, "big-spenders", BIG_SPENDERS, version=1)
+    harness.start_worker()
+    changes = list(contact_changes(random.Random(9), 200, records=50))
+    for change in changes:
+        harness.publisher.publish_change("acme", change)
+    harness.publisher.flush()
+    expected = Oracle(harness.catalog(), {"big-spenders": BIG_SPENDERS}).apply_all(changes).membership()
+    harness.wait_for(lambda: fold_events(harness.events()) == expected, what="valid segment applied")
+    import topics
+
+    letters = harness.wait_for(lambda: harness.read_topic(topics.DEAD_LETTERS), what="dead letter")
+    assert letters[0]["data"]["code"] == "invalid_rule"
+    assert "lifetime_value" in letters[0]["data"]["reason"] and "beginsWith" in letters[0]["data"]["reason"]

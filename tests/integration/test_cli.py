@@ -1,0 +1,33 @@
+"""The command line a newcomer uses: help for every subcommand, and a bad rule refused at the prompt."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+@pytest.mark.parametrize("command", [[], ["worker"], ["topics", "create"], ["segments", "apply"], ["publish"], ["tail"], ["run"]])
+def test_every_subcommand_has_help(command: list[str]) -> None:
+    result = cli(*command, "--help")
+    assert result.returncode == 0 and "usage: segment-engine" in result.stdout
+
+
+def test_segments_apply_refuses_an_invalid_rule_naming_field_and_operator(tmp_path: Path) -> None:
+    file = tmp_path / "segments.json"
+    file.write_bytes(orjson.dumps([{"workspace": "demo", "object_type": "contact", "id": "x", "name": "x",
+                                    "rule": {"combinator": "and", "rules": [
+                                        {"field": "country", "operator": "=", "value": "PL"},
+                                        {"field": "lifetime_value", "operator": "contains", "value": "1"}]}}]))
+    result = cli("segments", "apply", str(file))
+    assert result.returncode != 0
+    assert "lifetime_value" in result.stderr and "contains" in result.stderr and "/rules/1" in result.stderr
