@@ -164,14 +164,17 @@ class Engine:
             scopes: dict[tuple[str, str], set[str]] = {}
             for key, (version, removed) in todo.items():
                 workspace, object_type, segment_id = split_record_key(key)
+                segment_ids = scopes.setdefault((workspace, object_type), set())
                 if removed:
-                    if partition == 0:  # one worker owns partition 0: the deletion is announced once
+                    # The scan drops its memberships without events (so a segment re-created under
+                    # the same id starts empty); one worker owns partition 0 and announces the deletion.
+                    if partition == 0:
                         out.append(self.segment_deleted_event(workspace, object_type, segment_id, version))
                     continue
                 segment = self.registry.get(workspace, object_type, segment_id)
                 if segment is not None and segment.active:
-                    scopes.setdefault((workspace, object_type), set()).add(segment_id)
-            changed = list(self._backfill_partition(partition, scopes, out)) if scopes else []
+                    segment_ids.add(segment_id)
+            changed = self._backfill_partition(partition, scopes, out)
             await self.flush(out)
             for key, state in changed:
                 self.table[key] = state.to_bytes()
@@ -180,7 +183,8 @@ class Engine:
 
     def _backfill_partition(
         self, partition: int, scopes: dict[tuple[str, str], set[str]], out: list[Outgoing]
-    ) -> Iterable[tuple[bytes, RecordState]]:
+    ) -> list[tuple[bytes, RecordState]]:
+        """Re-evaluate the stored records of `scopes` (scope -> segment ids to evaluate); return changed states."""
         store = self.table.data
         db = store._db_for_partition(partition)  # Faust keeps one RocksDB per partition
         changed: list[tuple[bytes, RecordState]] = []
@@ -189,13 +193,15 @@ class Engine:
                 continue
             workspace, object_type, record_id = split_record_key(key.decode())
             segment_ids = scopes.get((workspace, object_type))
-            if not segment_ids:
+            if segment_ids is None:
                 continue
             metrics.BACKFILLED_RECORDS.inc()
             state = RecordState.from_bytes(raw)
+            member_count = len(state.members)
             transitions = backfill(state, segment_ids, self.registry.segment_set(workspace, object_type))
             if transitions:
                 out.extend(self.membership_events(workspace, object_type, record_id, transitions))
+            if transitions or len(state.members) != member_count:
                 changed.append((key, state))
         return changed
 

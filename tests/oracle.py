@@ -59,16 +59,24 @@ class Oracle:
 
 
 def fold_events(events: Iterable[Mapping[str, Any]]) -> set[Member]:
-    """Membership from entered/exited events in topic order, ignoring redelivered ids."""
+    """Membership as a subscriber folds it: entered/exited in topic order, redelivered ids ignored, and a
+    segment.deleted at version v ending every membership that segment granted at a version <= v
+    (versions order events across partitions, which the topic does not)."""
     seen: set[str] = set()
-    members: set[Member] = set()
+    latest: dict[Member, tuple[bool, int]] = {}
+    deleted_at: dict[str, int] = {}
     for event in events:
-        if event["type"] not in ("segment.entered", "segment.exited") or event["id"] in seen:
+        if event["id"] in seen:
             continue
         seen.add(event["id"])
-        member = (event["data"]["record_id"], event["data"]["segment_id"])
-        if event["type"] == "segment.entered":
-            members.add(member)
-        else:
-            members.discard(member)
-    return members
+        data = event["data"]
+        if event["type"] == "segment.deleted":
+            deleted_at[data["segment_id"]] = max(deleted_at.get(data["segment_id"], 0), data["segment_version"])
+        elif event["type"] in ("segment.entered", "segment.exited"):
+            member = (data["record_id"], data["segment_id"])
+            latest[member] = (event["type"] == "segment.entered", data["segment_version"])
+    return {
+        member
+        for member, (entered, version) in latest.items()
+        if entered and version > deleted_at.get(member[1], 0)
+    }

@@ -71,6 +71,12 @@ def test_backfill_edit_remove_and_inactive(harness: Harness) -> None:
     assert not [e for e in final if e["data"].get("segment_id") == "warm-leads"
                 and e["type"] != "segment.deleted" and e["data"]["record_version"] > 1000]
 
+    # Re-created under the same id: it starts empty and fills by backfill, from scratch.
+    harness.publisher.define_segment("acme", {"id": "warm-leads", "object_type": "contact", "name": "again", "rule": GERMANS})
+    harness.publisher.flush()
+    live["warm-leads"] = GERMANS
+    settle(live, changes + more, "re-created segment")
+
     # Inactive: members frozen, nothing emitted; reactivation catches up with the difference.
     define(harness, "big-spenders", GERMANS, version=4, status="inactive")
     frozen = {m for m in fold_events(harness.events()) if m[1] == "big-spenders"}
