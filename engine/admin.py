@@ -23,6 +23,7 @@ def ensure_topics(settings: Settings) -> list[str]:
             for spec in topics.ALL_TOPICS
             if spec.full_name(settings.topic_prefix) not in existing
         ]
+        check_partitions(admin, settings, existing)
         created: list[str] = []
         for topic in wanted:  # one by one: a concurrent creator must not fail the others
             try:
@@ -33,3 +34,18 @@ def ensure_topics(settings: Settings) -> list[str]:
         return created
     finally:
         admin.close()
+
+
+def check_partitions(admin: KafkaAdminClient, settings: Settings, existing: set[str]) -> None:
+    """Refuse to start against co-partitioned topics whose partition count differs from the setting:
+    records would be checked against the wrong partitioning and all dead-lettered."""
+    specs = {spec.full_name(settings.topic_prefix): spec for spec in topics.ALL_TOPICS}
+    names = [name for name in specs if name in existing]
+    for description in admin.describe_topics(names) if names else []:
+        expected = specs[description["name"]].partition_count(settings.partitions)
+        actual = len(description["partitions"])
+        if actual != expected:
+            raise SystemExit(
+                f"topic {description['name']} has {actual} partitions but SEGMENT_ENGINE_PARTITIONS "
+                f"implies {expected}; set SEGMENT_ENGINE_PARTITIONS={actual} or recreate the topic"
+            )

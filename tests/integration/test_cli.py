@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import orjson
+from tests.conftest import Harness
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,3 +32,12 @@ def test_segments_apply_refuses_an_invalid_rule_naming_field_and_operator(tmp_pa
     result = cli("segments", "apply", str(file))
     assert result.returncode != 0
     assert "lifetime_value" in result.stderr and "contains" in result.stderr and "/rules/1" in result.stderr
+
+
+def test_worker_refuses_topics_with_a_different_partition_count(harness: Harness) -> None:
+    import os
+
+    env = dict(os.environ, SEGMENT_ENGINE_BROKER=harness.settings.broker,
+               SEGMENT_ENGINE_TOPIC_PREFIX=harness.settings.topic_prefix, SEGMENT_ENGINE_PARTITIONS="8")
+    result = cli("topics", "create", env=env)
+    assert result.returncode != 0 and "SEGMENT_ENGINE_PARTITIONS=4" in result.stderr
