@@ -92,7 +92,7 @@ class Engine:
         )
         self.app.agent(self.records_topic, name="apply-record-changes")(self._agent)
         self.app.task(self._read_definitions)
-        self.app.page("/metrics")(self._metrics_page)
+        self.app.page("/metrics")(metrics_page)
         self.app.on_partitions_revoked.connect(self._forget_synced)
 
     # ---- the record agent ------------------------------------------------------------------------
@@ -349,7 +349,8 @@ class Engine:
         ]
         await asyncio.gather(*futures)
 
-    # ---- web -------------------------------------------------------------------------------------
 
-    async def _metrics_page(self, web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+async def metrics_page(view: Any, request: Any) -> Any:
+    """GET /metrics: Prometheus text of this worker. (A plain function: Faust binds the view itself.)"""
+    return view.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import random
+import urllib.request
 
 import orjson
 
@@ -78,6 +79,11 @@ def test_poison_pills_are_dead_lettered_and_the_stream_goes_on(harness: Harness)
         letter = by_code[code]
         assert base64.b64decode(letter["value_b64"]) == payload  # nothing lost: the original bytes
         assert letter["partition"] == target and letter["offset"] >= 0 and letter["reason"]
+    # The worker's /metrics counts each rejection by code, and the applied changes.
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{harness.workers[0].web_port}/metrics", timeout=5).read().decode()
+    for code in [*bad_messages, "field_type"]:
+        assert f'segment_engine_dead_letters_total{{code="{code}"}} 1.0' in metrics
+    assert 'segment_engine_changes_total{outcome="deadlettered"} 5.0' in metrics  # 4 messages + 1 change of a batch
     field_letter = by_code["field_type"]
     assert field_letter["change_index"] == 3 and "lifetime_value" in field_letter["reason"]
     assert orjson.loads(base64.b64decode(field_letter["value_b64"]))["data"]["changes"][3] == bad_change

@@ -1,0 +1,55 @@
+"""BASELINE, not the engine: a Faust agent that only counts the messages it consumes.
+
+It uses the engine's Faust settings (raw serializers, at-least-once, same partitions and session timeout)
+so the gap between its rate and the engine's is the cost of the engine's own work. Configured by env:
+BENCH_BROKER, BENCH_TOPIC, BENCH_APP_ID, BENCH_PARTITIONS, BENCH_WEB_PORT, BENCH_DATA_DIR, BENCH_SESSION_TIMEOUT.
+The count is served as plain text at http://127.0.0.1:<port>/count.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import faust
+from faust.worker import Worker
+
+
+def build_app(env: dict[str, str]) -> faust.App:
+    """The empty-agent app; `count` is kept on the app object and served at /count."""
+    timeout = float(env.get("BENCH_SESSION_TIMEOUT", "3"))
+    partitions = int(env.get("BENCH_PARTITIONS", "4"))
+    app = faust.App(
+        env["BENCH_APP_ID"],
+        broker=f"kafka://{env['BENCH_BROKER']}",
+        store="memory://",
+        datadir=env["BENCH_DATA_DIR"],
+        topic_partitions=partitions,
+        topic_replication_factor=1,
+        web_port=int(env["BENCH_WEB_PORT"]),
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        broker_session_timeout=timeout,
+        broker_rebalance_timeout=timeout,
+        broker_heartbeat_interval=max(0.5, timeout / 10),
+        autodiscover=False,
+    )
+    topic = app.topic(env["BENCH_TOPIC"], partitions=partitions, key_type=bytes, value_type=bytes,
+                      key_serializer="raw", value_serializer="raw")
+    counter = {"n": 0}
+
+    async def count(stream: faust.StreamT) -> None:
+        async for _ in stream.events():
+            counter["n"] += 1
+
+    async def count_page(web: Any, request: Any) -> Any:
+        return web.text(str(counter["n"]))
+
+    app.agent(topic, name="empty-agent")(count)
+    app.page("/count")(count_page)
+    return app
+
+
+if __name__ == "__main__":
+    Worker(build_app(dict(os.environ)), loglevel=os.environ.get("BENCH_LOG_LEVEL", "warning"), quiet=True).execute_from_commandline()
