@@ -71,11 +71,11 @@ def apply_change(prev: RecordState | None, change: Change, segments: SegmentSet)
     if prev is not None and change.version <= prev.version:
         return STALE
     live = prev is not None and not prev.deleted
-    members = set(prev.members) if live else set()  # type: ignore[union-attr]
     defined = segments.segments
     # Memberships of segments that were removed are dropped silently: a removal emits one
-    # segment.deleted event, never per-record exits.
-    members.intersection_update(defined)
+    # segment.deleted event, never per-record exits. (Iterate the record's few memberships, not
+    # every defined segment.)
+    members = {sid for sid in prev.members if sid in defined} if live else set()  # type: ignore[union-attr]
     if change.op == "delete":
         exits = [
             Transition(EXITED, sid, defined[sid].version, change.version, "delete")
@@ -110,9 +110,9 @@ def evaluate(
     """Evaluate the given segments for one record, updating `members` in place; return the flips."""
     transitions: list[Transition] = []
     defined = segments.segments
-    for sid in sorted(segment_ids):
+    for sid in segment_ids:
         segment = defined[sid]
-        now = segment.matches(fields)
+        now = segment.rule.matches(fields)
         if now != (sid in members):
             if now:
                 members.add(sid)
@@ -127,5 +127,6 @@ def backfill(state: RecordState, segment_ids: Iterable[str], segments: SegmentSe
     """Re-evaluate a stored record against new or changed segments (updates `state.members` in place)."""
     if state.deleted:
         return []
-    state.members.intersection_update(segments.segments)
+    defined = segments.segments
+    state.members = {sid for sid in state.members if sid in defined}
     return evaluate(state.fields, state.members, segment_ids, segments, state.version, "backfill")

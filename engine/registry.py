@@ -6,7 +6,7 @@ record agent notices that a partition needs a backfill.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from engine.envelope import segment_key
 from engine.errors import UnknownWorkspace
@@ -28,10 +28,6 @@ class Segment:
     active: bool
     rule: CompiledRule
     definition: Mapping[str, Any]
-
-    @property
-    def matches(self) -> Callable[[Mapping[str, Any]], bool]:
-        return self.rule.matches
 
 
 @dataclass
