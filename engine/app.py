@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import topics
 from engine import metrics
 from engine.envelope import encode, envelope, record_key, segment_key, split_record_key, transition_id
-from engine.errors import BadMessage, MalformedJson, SchemaViolation
+from engine.errors import BadMessage, InternalError, MalformedJson, SchemaViolation
 from engine.intake import decode_message, message_changes, parse_change
 from engine.membership import ENTERED, RecordState, Transition, apply_change, backfill
 from engine.registry import SegmentRegistry
@@ -123,14 +123,16 @@ class Engine:
         for index, item in enumerate(message_changes(message)):
             try:
                 change = parse_change(item, workspace, self.registry.workspaces, partition, self.settings.partitions)
-            except EngineError as exc:
+                key = record_key(workspace, change.object_type, change.record_id).encode()
+                prev = pending.get(key) or self.load_state(key)
+                outcome = apply_change(prev, change, self.registry.segment_set(workspace, change.object_type))
+            except Exception as exc:  # noqa: BLE001 - nothing a change contains may stall its partition
+                if not isinstance(exc, EngineError):
+                    log.exception("change %d at %s:%s failed", index, msg.partition, msg.offset)
+                    exc = InternalError(f"{type(exc).__name__}: {exc}")
                 metrics.CHANGES.labels("deadlettered").inc()
                 out.append(self.dead_letter(event, exc, index if batch else None))
                 continue
-            key = record_key(workspace, change.object_type, change.record_id).encode()
-            prev = pending.get(key) or self.load_state(key)
-            segments = self.registry.segment_set(workspace, change.object_type)
-            outcome = apply_change(prev, change, segments)
             if outcome.state is None:
                 metrics.CHANGES.labels("stale").inc()
                 continue

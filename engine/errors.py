@@ -28,3 +28,9 @@ class UnknownWorkspace(BadMessage):
 
 class WrongPartition(BadMessage):
     code = "wrong_partition"
+
+
+class InternalError(BadMessage):
+    """A bug met by one change: dead-lettered with the exception so the partition keeps flowing."""
+
+    code = "internal_error"

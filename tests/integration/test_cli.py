@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import orjson
-from tests.conftest import Harness
 import pytest
+
+from tests.conftest import Harness
 
 REPO = Path(__file__).resolve().parents[2]
 
