@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import topics
 from engine import metrics
+from engine.api.routes import install_routes
 from engine.envelope import encode, envelope, record_key, segment_key, split_record_key, transition_id
 from engine.errors import BadMessage, InternalError, MalformedJson, SchemaViolation
 from engine.intake import decode_message, message_changes, parse_change
@@ -93,6 +94,7 @@ class Engine:
         self.app.agent(self.records_topic, name="apply-record-changes")(self._agent)
         self.app.task(self._read_definitions)
         self.app.page("/metrics")(metrics_page)
+        install_routes(self)
         self.app.on_partitions_revoked.connect(self._forget_synced)
 
     # ---- the record agent ------------------------------------------------------------------------

@@ -75,6 +75,17 @@ class SegmentRegistry:
     def get(self, workspace: str, object_type: str, segment_id: str) -> Segment | None:
         return self.segment_set(workspace, object_type).segments.get(segment_id)
 
+    def in_workspace(self, workspace: str) -> list[Segment]:
+        """Every defined (not removed) segment of a workspace, all object types."""
+        return [seg for (ws, _), group in self.sets.items() if ws == workspace for seg in group.segments.values()]
+
+    def find(self, workspace: str, segment_id: str) -> Segment | None:
+        """A segment by id within its workspace (ids are unique per workspace across object types)."""
+        for (ws, _), group in self.sets.items():
+            if ws == workspace and segment_id in group.segments:
+                return group.segments[segment_id]
+        return None
+
     def apply(self, message: Mapping[str, Any]) -> bool:
         """Apply a validated segment.defined / segment.removed message; True if it changed anything.
 

@@ -23,6 +23,8 @@ class Settings:
     web_port: int = 6066
     workspaces_file: Path = SAMPLES / "workspaces.json"
     max_message_bytes: int = 1_048_576
+    tokens_file: Path = SAMPLES / "tokens.json"  # bearer token -> workspace, role, team member
+    max_request_bytes: int = 1_048_576  # HTTP request bodies
     log_level: str = "warning"
     # A member that stops heartbeating for this long loses its partitions; a group (re)join waits up
     # to this long for members. Lower means faster failover and faster first start.
@@ -56,6 +58,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         web_port=int(get("WEB_PORT", str(defaults.web_port))),
         workspaces_file=Path(get("WORKSPACES_FILE", str(defaults.workspaces_file))),
         max_message_bytes=int(get("MAX_MESSAGE_BYTES", str(defaults.max_message_bytes))),
+        tokens_file=Path(get("TOKENS_FILE", str(defaults.tokens_file))),
+        max_request_bytes=int(get("MAX_REQUEST_BYTES", str(defaults.max_request_bytes))),
         log_level=get("LOG_LEVEL", defaults.log_level),
         session_timeout=float(get("SESSION_TIMEOUT", str(defaults.session_timeout))),
     )
