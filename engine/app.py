@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import topics
 from engine import metrics
+from engine.api.cluster import Cluster
 from engine.api.routes import install_routes
 from engine.envelope import encode, envelope, record_key, segment_key, split_record_key, transition_id
 from engine.errors import BadMessage, InternalError, MalformedJson, SchemaViolation
@@ -30,12 +31,11 @@ from engine.registry import SegmentRegistry
 from engine.rules.errors import EngineError
 from engine.schemas import validate_message
 from engine.settings import Settings
+from engine.state import Scoped, StateStore
 from engine.workspaces import load_workspaces
 
 log = logging.getLogger("segment_engine")
 
-# Per-partition key of the table holding which segment versions that partition has been backfilled to.
-APPLIED_KEY = b"\x00applied"
 
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 
@@ -91,6 +91,8 @@ class Engine:
         self.table = self.app.Table(
             "record-state", partitions=n, key_type=bytes, value_type=bytes, changelog_topic=changelog
         )
+        self.state = StateStore(self.table)
+        self.cluster = Cluster(self)
         self.app.agent(self.records_topic, name="apply-record-changes")(self._agent)
         self.app.task(self._read_definitions)
         self.app.page("/metrics")(metrics_page)
@@ -109,7 +111,7 @@ class Engine:
         msg = event.message
         partition = msg.partition
         if self.synced.get(partition) != self.registry.generation:
-            await self.sync_partition(partition)
+            await self.sync_partition(partition, msg.offset)
         try:
             message = decode_message(msg.value, self.settings.max_message_bytes)
         except BadMessage as exc:
@@ -122,11 +124,12 @@ class Engine:
         batch = message["type"] == "record.changes"
         out: list[Outgoing] = []
         pending: dict[bytes, RecordState] = {}
+        membership: list[Scoped] = []
         for index, item in enumerate(message_changes(message)):
             try:
                 change = parse_change(item, workspace, self.registry.workspaces, partition, self.settings.partitions)
                 key = record_key(workspace, change.object_type, change.record_id).encode()
-                prev = pending.get(key) or self.load_state(key)
+                prev = pending.get(key) or self.state.load(key)
                 outcome = apply_change(prev, change, self.registry.segment_set(workspace, change.object_type))
             except Exception as exc:  # noqa: BLE001 - nothing a change contains may stall its partition
                 if not isinstance(exc, EngineError):
@@ -140,61 +143,58 @@ class Engine:
                 continue
             metrics.CHANGES.labels("applied").inc()
             pending[key] = outcome.state
-            out.extend(self.membership_events(workspace, change.object_type, change.record_id, outcome.transitions))
+            if outcome.transitions:
+                membership.append((workspace, change.object_type, change.record_id, outcome.transitions))
+                out.extend(self.membership_events(workspace, change.object_type, change.record_id, outcome.transitions))
         await self.flush(out)
-        for key, state in pending.items():
-            self.table[key] = state.to_bytes()
-
-    def load_state(self, key: bytes) -> RecordState | None:
-        raw = self.table.get(key)
-        return None if raw is None else RecordState.from_bytes(raw)
+        self.state.write((msg.offset, 1), membership, pending.items())
 
     # ---- backfill: bring a partition up to the registry's segment versions -----------------------
 
-    async def sync_partition(self, partition: int) -> None:
+    async def sync_partition(self, partition: int, offset: int) -> None:
         """Backfill this partition's records over segments created or changed since it last synced.
 
-        Runs inside the agent, on an event of `partition`, so table writes land in that partition's
-        RocksDB and changelog. Which versions were applied is stored in the same partition, so a worker
-        that takes the partition over knows what is left to do.
+        Runs inside the agent, on an event of `partition` (at `offset`), so table writes land in that
+        partition's RocksDB and changelog. Which versions were applied is stored in the same partition,
+        so a worker that takes the partition over knows what is left to do.
         """
         generation = self.registry.generation
         stamps = {k: list(v) for k, v in self.registry.stamps.items()}
-        raw_applied = self.table.get(APPLIED_KEY)
-        applied: dict[str, list[Any]] = orjson.loads(raw_applied) if raw_applied else {}
+        applied = self.state.applied()
         todo = {k: v for k, v in stamps.items() if applied.get(k) != v}
         if todo:
             out: list[Outgoing] = []
             scopes: dict[tuple[str, str], set[str]] = {}
+            removed_keys: list[str] = []
             for key, (version, removed) in todo.items():
                 workspace, object_type, segment_id = split_record_key(key)
                 segment_ids = scopes.setdefault((workspace, object_type), set())
                 if removed:
-                    # The scan drops its memberships without events (so a segment re-created under
-                    # the same id starts empty); one worker owns partition 0 and announces the deletion.
+                    # Memberships go without events (a re-created id starts empty); one worker owns
+                    # partition 0 and announces the deletion.
+                    removed_keys.append(key)
                     if partition == 0:
                         out.append(self.segment_deleted_event(workspace, object_type, segment_id, version))
                     continue
                 segment = self.registry.get(workspace, object_type, segment_id)
                 if segment is not None and segment.active:
                     segment_ids.add(segment_id)
-            changed = self._backfill_partition(partition, scopes, out)
+            membership, changed = self._backfill_partition(partition, scopes, out)
             await self.flush(out)
-            for key, state in changed:
-                self.table[key] = state.to_bytes()
-            self.table[APPLIED_KEY] = orjson.dumps(stamps)
+            marker = (offset, 0)
+            for key in removed_keys:
+                self.state.drop_segment(partition, key, marker)
+            self.state.write(marker, membership, changed)
+            self.state.set_applied(stamps)
         self.synced[partition] = generation
 
     def _backfill_partition(
         self, partition: int, scopes: dict[tuple[str, str], set[str]], out: list[Outgoing]
-    ) -> list[tuple[bytes, RecordState]]:
-        """Re-evaluate the stored records of `scopes` (scope -> segment ids to evaluate); return changed states."""
-        store = self.table.data
-        db = store._db_for_partition(partition)  # Faust keeps one RocksDB per partition
+    ) -> tuple[list[Scoped], list[tuple[bytes, RecordState]]]:
+        """Re-evaluate the stored records of `scopes` (scope -> segment ids to evaluate)."""
+        membership: list[Scoped] = []
         changed: list[tuple[bytes, RecordState]] = []
-        for key, raw in store._visible_items(db):
-            if key == APPLIED_KEY:
-                continue
+        for key, raw in self.state.records(partition):
             workspace, object_type, record_id = split_record_key(key.decode())
             segment_ids = scopes.get((workspace, object_type))
             if segment_ids is None:
@@ -204,10 +204,11 @@ class Engine:
             member_count = len(state.members)
             transitions = backfill(state, segment_ids, self.registry.segment_set(workspace, object_type))
             if transitions:
+                membership.append((workspace, object_type, record_id, transitions))
                 out.extend(self.membership_events(workspace, object_type, record_id, transitions))
             if transitions or len(state.members) != member_count:
                 changed.append((key, state))
-        return changed
+        return membership, changed
 
     async def _forget_synced(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         self.synced.clear()

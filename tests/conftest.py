@@ -46,6 +46,7 @@ class WorkerProcess:
             SEGMENT_ENGINE_DATA_DIR=str(data_dir),
             SEGMENT_ENGINE_WEB_PORT=str(free_port()),
             SEGMENT_ENGINE_WORKSPACES_FILE=str(settings.workspaces_file),
+            SEGMENT_ENGINE_TOKENS_FILE=str(settings.tokens_file),
             SEGMENT_ENGINE_SESSION_TIMEOUT=str(settings.session_timeout),
             SEGMENT_ENGINE_LOG_LEVEL="info",
         )

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine.api import queries, segments
+from engine.api import health, queries, segments
 from engine.api.auth import load_tokens
 from engine.api.server import Routes
 
@@ -15,5 +15,6 @@ def install_routes(engine: "Engine") -> Routes:
     routes = Routes()
     segments.register(routes)
     queries.register(routes)
+    health.register(routes)
     routes.install(engine, load_tokens(engine.settings.tokens_file))
     return routes

@@ -1,0 +1,130 @@
+"""The record-state table: one partitioned RocksDB table (with a changelog) holding, per partition,
+record states, a member index per segment, member counts, and which segment versions were applied.
+
+Internal keys start with a NUL byte, so they sort before every record key (`workspace/type/id`) and
+a record scan seeks past them. Writes happen inside the agent, on an event of the partition (Faust
+routes them to that partition's RocksDB and changelog); reads take an explicit partition, so the HTTP
+API can read without an event.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable, Iterator
+
+import orjson
+
+from engine.envelope import segment_key
+from engine.membership import ENTERED, RecordState, Transition
+
+APPLIED_KEY = b"\x00applied"  # {segment key: [version, removed]} this partition was synced to
+COUNTS_KEY = b"\x00counts"  # {"at": [offset, phase], "n": {segment key: members in this partition}}
+MEMBER_PREFIX = b"\x00m"  # + segment key + NUL + record id  →  b"1"
+FIRST_RECORD_KEY = b"\x01"
+
+# A changelog replay after a crash can re-run a message whose count deltas already landed; the marker
+# (source offset, phase) makes the count update idempotent. Phase 0 = backfill, 1 = the message itself.
+Marker = tuple[int, int]
+Scoped = tuple[str, str, str, list[Transition]]  # workspace, object type, record id, its transitions
+
+
+def member_prefix(seg_key: str) -> bytes:
+    return MEMBER_PREFIX + seg_key.encode() + b"\x00"
+
+
+class StateStore:
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    # ---- writes: inside the agent ----------------------------------------------------------------
+
+    def load(self, key: bytes) -> RecordState | None:
+        raw = self.table.get(key)
+        return None if raw is None else RecordState.from_bytes(raw)
+
+    def write(self, marker: Marker, membership: Iterable[Scoped], states: Iterable[tuple[bytes, RecordState]]) -> None:
+        """Member index and counts first, record states last: a crash that cuts this sequence leaves
+        records un-updated, so their change is replayed, and the index writes are idempotent."""
+        deltas: dict[str, int] = defaultdict(int)
+        table = self.table
+        for workspace, object_type, record_id, transitions in membership:
+            for t in transitions:
+                seg_key = segment_key(workspace, object_type, t.segment_id)
+                index_key = member_prefix(seg_key) + record_id.encode()
+                if t.event_type == ENTERED:
+                    table[index_key] = b"1"
+                    deltas[seg_key] += 1
+                else:
+                    del table[index_key]
+                    deltas[seg_key] -= 1
+        if deltas:
+            self._add_counts(marker, deltas)
+        for key, state in states:
+            table[key] = state.to_bytes()
+
+    def _add_counts(self, marker: Marker, deltas: dict[str, int]) -> None:
+        raw = self.table.get(COUNTS_KEY)
+        doc: dict[str, Any] = orjson.loads(raw) if raw else {"at": [-1, 0], "n": {}}
+        if tuple(doc["at"]) >= marker:
+            return
+        counts = doc["n"]
+        for seg_key, delta in deltas.items():
+            counts[seg_key] = counts.get(seg_key, 0) + delta
+        doc["at"] = list(marker)
+        self.table[COUNTS_KEY] = orjson.dumps(doc)
+
+    def drop_segment(self, partition: int, seg_key: str, marker: Marker) -> None:
+        """Forget a removed segment's members in this partition (index entries and count)."""
+        for key in list(self._prefix_keys(partition, member_prefix(seg_key))):
+            del self.table[key]
+        raw = self.table.get(COUNTS_KEY)
+        if raw:
+            doc = orjson.loads(raw)
+            if doc["n"].pop(seg_key, None) is not None:
+                doc["at"] = list(max(tuple(doc["at"]), marker))
+                self.table[COUNTS_KEY] = orjson.dumps(doc)
+
+    def applied(self) -> dict[str, list[Any]]:
+        raw = self.table.get(APPLIED_KEY)
+        return orjson.loads(raw) if raw else {}
+
+    def set_applied(self, stamps: dict[str, list[Any]]) -> None:
+        self.table[APPLIED_KEY] = orjson.dumps(stamps)
+
+    # ---- reads: by partition, any context ---------------------------------------------------------
+
+    def _db(self, partition: int) -> Any:
+        return self.table.data._db_for_partition(partition)  # Faust keeps one RocksDB per partition
+
+    def records(self, partition: int, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Every stored record (key, raw state) of a partition whose key starts with `prefix`, in key order."""
+        offset_key = self.table.data.offset_key
+        for key, raw in self._db(partition).items(from_key=prefix or FIRST_RECORD_KEY):
+            if not key.startswith(prefix):
+                return
+            if key != offset_key:
+                yield key, raw
+
+    def get(self, partition: int, key: bytes) -> RecordState | None:
+        raw = self._db(partition).get(key)
+        return None if raw is None else RecordState.from_bytes(raw)
+
+    def counts(self, partition: int) -> dict[str, int]:
+        raw = self._db(partition).get(COUNTS_KEY)
+        return orjson.loads(raw)["n"] if raw else {}
+
+    def members(self, partition: int, seg_key: str, after: str | None, limit: int) -> list[str]:
+        """Up to `limit` member record ids of a segment in this partition, sorted, strictly after `after`."""
+        prefix = member_prefix(seg_key)
+        start = prefix + after.encode() + b"\x00" if after is not None else prefix
+        found: list[str] = []
+        for key in self._prefix_keys(partition, prefix, start):
+            found.append(key[len(prefix):].decode())
+            if len(found) >= limit:
+                break
+        return found
+
+    def _prefix_keys(self, partition: int, prefix: bytes, start: bytes | None = None) -> Iterator[bytes]:
+        for key in self._db(partition).keys(from_key=start or prefix):
+            if not key.startswith(prefix):
+                return
+            yield key
