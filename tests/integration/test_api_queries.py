@@ -157,3 +157,32 @@ def test_two_workers_route_and_merge(harness: Harness) -> None:
             assert count["member_count"] == len(members_of(oracle, segment_id))
             _, _, csv = call(port, "GET", f"{base}/segments/{segment_id}/export")
             assert csv.decode().splitlines()[1:] == members_of(oracle, segment_id)
+
+
+def test_pagination_visits_each_steady_member_once_while_membership_changes(harness: Harness) -> None:
+    oracle, changes, (port,) = settle_stream(harness, 1)
+    segment_id = "subscribed-vips"
+    before = set(members_of(oracle, segment_id))
+    # Flip memberships of other records while paging; records of `steady` are never touched.
+    rng = random.Random(4)
+    steady = set(rng.sample(sorted(before), len(before) // 2))
+    churn = [rid for rid in sorted(oracle.records) if rid not in steady]
+    version = max(c["version"] for c in changes) + 1
+    seen: list[str] = []
+    cursor = ""
+    while True:
+        status, page, _ = call(port, "GET", f"/v1/workspaces/acme/segments/{segment_id}/members?limit=3"
+                               + (f"&cursor={cursor}" if cursor else ""))
+        assert status == 200
+        seen += page["members"]
+        flips = [{"op": "upsert", "object_type": "contact", "id": rid, "version": version,
+                  "fields": {"is_subscribed": rng.random() < 0.5, "tags": ["vip"]}} for rid in rng.sample(churn, 5)]
+        version += 1
+        for change in flips:
+            harness.publisher.publish_change("acme", change)
+        harness.publisher.flush()
+        if not page["next_cursor"]:
+            break
+        cursor = page["next_cursor"]
+    assert seen == sorted(set(seen)), "a member was listed twice or out of order"
+    assert steady <= set(seen), "a member present throughout was skipped"
