@@ -24,9 +24,9 @@ from engine import metrics
 from engine.api.cluster import Cluster
 from engine.api.routes import install_routes
 from engine.envelope import encode, envelope, record_key, segment_key, split_record_key, transition_id
-from engine.errors import BadMessage, InternalError, MalformedJson, SchemaViolation
-from engine.intake import decode_message, message_changes, parse_change
-from engine.membership import ENTERED, RecordState, Transition, apply_change, backfill
+from engine.errors import BadMessage, InternalError, MalformedJson, NotImportable, SchemaViolation, WrongPartition
+from engine.intake import decode_message, message_changes, parse_change, partition_for
+from engine.membership import RecordState, Transition, apply_change, apply_import, backfill
 from engine.registry import SegmentRegistry
 from engine.rules.errors import EngineError
 from engine.schemas import validate_message
@@ -120,6 +120,9 @@ class Engine:
             return
         if message["type"] == "engine.sync":
             return
+        if message["type"] == "segment.import":
+            await self.handle_import(event, message)
+            return
         workspace = message["workspace"]
         batch = message["type"] == "record.changes"
         out: list[Outgoing] = []
@@ -149,6 +152,43 @@ class Engine:
         await self.flush(out)
         self.state.write((msg.offset, 1), membership, pending.items())
 
+    async def handle_import(self, event: EventT, message: dict[str, Any]) -> None:
+        """Add records to (or remove them from) a static segment; ids on the wrong partition are dead-lettered."""
+        msg = event.message
+        workspace, data = message["workspace"], message["data"]
+        object_type, segment_id = data["object_type"], data["segment_id"]
+        await self.registry_reaches(segment_key(workspace, object_type, segment_id), data.get("segment_version", 0))
+        segment = self.registry.get(workspace, object_type, segment_id)
+        if segment is None or segment.rule is not None or not segment.active:
+            await self.flush([self.dead_letter(event, NotImportable(
+                f"segment {workspace}/{object_type}/{segment_id} is not an active static segment"))])
+            return
+        out: list[Outgoing] = []
+        pending: dict[bytes, RecordState] = {}
+        membership: list[Scoped] = []
+        for index, record_id in enumerate(data["record_ids"]):
+            key_text = record_key(workspace, object_type, record_id)
+            if (expected := partition_for(key_text, self.settings.partitions)) != msg.partition:
+                out.append(self.dead_letter(event, WrongPartition(
+                    f"record {key_text!r} belongs to partition {expected}, message arrived on {msg.partition}"), index))
+                continue
+            key = key_text.encode()
+            outcome = apply_import(pending.get(key) or self.state.load(key), segment_id, segment.version,
+                                   data["mode"] == "add", nonce=message["id"])
+            if outcome.transitions:
+                pending[key] = outcome.state  # type: ignore[assignment]
+                membership.append((workspace, object_type, record_id, outcome.transitions))
+                out.extend(self.membership_events(workspace, object_type, record_id, outcome.transitions))
+        await self.flush(out)
+        self.state.write((msg.offset, 1), membership, pending.items())
+
+    async def registry_reaches(self, key: str, version: int, timeout: float = 30.0) -> None:
+        """Wait (bounded) until the registry has applied `version` of a segment: an import published right
+        after creating its segment may overtake the definition, which travels on another topic."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.registry.stamps.get(key, [0])[0] < version and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+
     # ---- backfill: bring a partition up to the registry's segment versions -----------------------
 
     async def sync_partition(self, partition: int, offset: int) -> None:
@@ -177,7 +217,7 @@ class Engine:
                         out.append(self.segment_deleted_event(workspace, object_type, segment_id, version))
                     continue
                 segment = self.registry.get(workspace, object_type, segment_id)
-                if segment is not None and segment.active:
+                if segment is not None and segment.evaluated:
                     segment_ids.add(segment_id)
             membership, changed = self._backfill_partition(partition, scopes, out)
             await self.flush(out)
@@ -222,7 +262,8 @@ class Engine:
         for t in transitions:
             metrics.MEMBERSHIP_EVENTS.labels(t.event_type, t.cause).inc()
             event_id = transition_id(
-                workspace, object_type, record_id, t.segment_id, t.segment_version, t.record_version, t.event_type
+                workspace, object_type, record_id, t.segment_id, t.segment_version, t.record_version, t.event_type,
+                t.nonce,
             )
             data = {
                 "object_type": object_type,
@@ -339,7 +380,7 @@ class Engine:
         return False
 
     def _count_segments(self) -> None:
-        active = sum(len(s.active_ids) for s in self.registry.sets.values())
+        active = sum(1 for group in self.registry.sets.values() for seg in group.segments.values() if seg.active)
         total = sum(len(s.segments) for s in self.registry.sets.values())
         metrics.SEGMENTS_DEFINED.labels("active").set(active)
         metrics.SEGMENTS_DEFINED.labels("inactive").set(total - active)

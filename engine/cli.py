@@ -50,6 +50,41 @@ def cmd_segments_apply(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_segments_import(settings: Settings, args: argparse.Namespace) -> int:
+    """Import record ids from a CSV file (one id per line, or a `record_id` column) into a static segment."""
+    from engine.client import Publisher
+
+    require_broker(settings)
+    ids = read_record_ids(Path(args.file))
+    publisher = Publisher(settings)
+    version = None
+    if args.name:
+        data = publisher.define_segment(args.workspace, {"id": args.segment, "object_type": args.object_type,
+                                                         "name": args.name, "kind": "static"})
+        version = data["version"]
+        print(f"defined static segment {args.workspace}/{args.object_type}/{args.segment} version {version}")
+    total = len(ids)
+    for done in range(0, total, 50_000):
+        publisher.import_members(args.workspace, args.object_type, args.segment, ids[done : done + 50_000],
+                                 add=not args.remove, segment_version=version)
+        publisher.flush()
+        print(f"{'removed' if args.remove else 'imported'} {min(done + 50_000, total)}/{total} ids", flush=True)
+    publisher.close()
+    return 0
+
+
+def read_record_ids(path: Path) -> list[str]:
+    import csv
+
+    with open(path, newline="") as file:
+        rows = [row for row in csv.reader(file) if row and row[0].strip()]
+    if not rows:
+        return []
+    column = rows[0].index("record_id") if "record_id" in rows[0] else 0
+    body = rows[1:] if "record_id" in rows[0] else rows
+    return [row[column].strip() for row in body]
+
+
 def cmd_segments_remove(settings: Settings, args: argparse.Namespace) -> int:
     from engine.client import Publisher
 
@@ -141,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = seg_sub.add_parser("apply", help="validate and publish the segments of a JSON file (a list of definitions)")
     p.add_argument("file")
     p.set_defaults(func=cmd_segments_apply)
+    p = seg_sub.add_parser("import", help="import record ids (CSV) into a static segment, or create one with --name")
+    p.add_argument("file", help="CSV: one record id per line, or a file with a record_id column")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--object-type", default="contact")
+    p.add_argument("--segment", required=True, help="segment id")
+    p.add_argument("--name", help="create a new static segment with this name first")
+    p.add_argument("--remove", action="store_true", help="remove the listed records instead of adding them")
+    p.set_defaults(func=cmd_segments_import)
     p = seg_sub.add_parser("remove", help="delete a segment (records are never touched)")
     p.add_argument("workspace")
     p.add_argument("object_type")

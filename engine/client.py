@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from kafka import KafkaProducer
 
@@ -18,6 +18,8 @@ from engine.intake import partition_for
 from engine.settings import Settings
 
 Change = Mapping[str, Any]  # {"op", "object_type", "id", "version", "fields"}
+T = TypeVar("T")
+IMPORT_CHUNK = 5000  # record ids per segment.import message
 
 
 class Publisher:
@@ -83,6 +85,23 @@ class Publisher:
             value=encode(envelope("segment.removed", data, workspace=workspace, source=self.source)),
         )
 
+    def import_members(
+        self, workspace: str, object_type: str, segment_id: str, record_ids: Iterable[str], *, add: bool = True,
+        segment_version: int | None = None,
+    ) -> int:
+        """Add ids to (or remove them from) a static segment: segment.import messages grouped by partition."""
+        sent = 0
+        key_of = lambda rid: record_key(workspace, object_type, rid)  # noqa: E731
+        for partition, ids in group_by_partition(record_ids, key_of, self.settings.partitions, IMPORT_CHUNK):
+            data = {"object_type": object_type, "segment_id": segment_id, "mode": "add" if add else "remove",
+                    "record_ids": ids}
+            if segment_version is not None:
+                data["segment_version"] = segment_version
+            message = envelope("segment.import", data, workspace=workspace, source=self.source)
+            self.producer.send(self.records_topic, key=key_of(ids[0]).encode(), value=encode(message), partition=partition)
+            sent += len(ids)
+        return sent
+
     def flush(self) -> None:
         self.producer.flush()
 
@@ -95,14 +114,23 @@ def batches_by_partition(
     workspace: str, changes: Iterable[Change], partitions: int, batch_size: int
 ) -> Iterator[tuple[int, list[Change]]]:
     """Yield (partition, changes) chunks, preserving each record's order within its partition."""
-    open_batches: dict[int, list[Change]] = defaultdict(list)
-    for change in changes:
-        p = partition_for(record_key(workspace, change["object_type"], change["id"]), partitions)
-        batch = open_batches[p]
-        batch.append(change)
-        if len(batch) >= batch_size:
-            yield p, batch
-            open_batches[p] = []
-    for p, batch in open_batches.items():
-        if batch:
-            yield p, batch
+    return group_by_partition(
+        changes, lambda c: record_key(workspace, c["object_type"], c["id"]), partitions, batch_size
+    )
+
+
+def group_by_partition(
+    items: Iterable[T], key_of: Callable[[T], str], partitions: int, size: int
+) -> Iterator[tuple[int, list[T]]]:
+    """Chunks of at most `size` items whose keys hash to the same partition, in input order."""
+    open_groups: dict[int, list[T]] = defaultdict(list)
+    for item in items:
+        p = partition_for(key_of(item), partitions)
+        group = open_groups[p]
+        group.append(item)
+        if len(group) >= size:
+            yield p, group
+            open_groups[p] = []
+    for p, group in open_groups.items():
+        if group:
+            yield p, group

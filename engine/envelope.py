@@ -68,7 +68,10 @@ def transition_id(
     segment_version: int,
     record_version: int,
     event_type: str,
+    nonce: str = "",
 ) -> str:
     """Deterministic id: the same transition reprocessed after a crash hashes to the same id."""
     parts = (workspace, object_type, record_id, segment_id, str(segment_version), str(record_version), event_type)
+    if nonce:
+        parts += (nonce,)
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()

@@ -30,6 +30,12 @@ class WrongPartition(BadMessage):
     code = "wrong_partition"
 
 
+class NotImportable(BadMessage):
+    """An import for a segment that is unknown, dynamic (rule-based) or inactive."""
+
+    code = "not_importable"
+
+
 class InternalError(BadMessage):
     """A bug met by one change: dead-lettered with the exception so the partition keeps flowing."""
 

@@ -51,7 +51,8 @@ class Transition(NamedTuple):
     segment_id: str
     segment_version: int
     record_version: int
-    cause: str  # "change" | "delete" | "backfill"
+    cause: str  # "change" | "delete" | "backfill" | "import"
+    nonce: str = ""  # an import's message id: re-importing after a removal is a new transition
 
 
 class Outcome(NamedTuple):
@@ -94,7 +95,7 @@ def apply_change(prev: RecordState | None, change: Change, segments: SegmentSet)
         elif fields.get(name) != value:
             fields[name] = value
             changed.append(name)
-    candidates: Iterable[str] = segments.index.affected(changed) if live else segments.active_ids
+    candidates: Iterable[str] = segments.index.affected(changed) if live else segments.evaluated_ids
     transitions = evaluate(fields, members, candidates, segments, change.version, "change")
     return Outcome(RecordState(change.version, fields, members), transitions)
 
@@ -112,7 +113,7 @@ def evaluate(
     defined = segments.segments
     for sid in segment_ids:
         segment = defined[sid]
-        now = segment.rule.matches(fields)
+        now = segment.rule.matches(fields)  # type: ignore[union-attr]  # only evaluated segments get here
         if now != (sid in members):
             if now:
                 members.add(sid)
@@ -130,3 +131,24 @@ def backfill(state: RecordState, segment_ids: Iterable[str], segments: SegmentSe
     defined = segments.segments
     state.members = {sid for sid in state.members if sid in defined}
     return evaluate(state.fields, state.members, segment_ids, segments, state.version, "backfill")
+
+
+def apply_import(
+    prev: RecordState | None, segment_id: str, segment_version: int, add: bool, nonce: str
+) -> Outcome:
+    """Add a record to (or remove it from) a static segment. A record the engine has not seen yet gets
+    an empty state at version 0, so its first real change (version >= 1) still applies; a deleted
+    record cannot be imported."""
+    if prev is not None and prev.deleted:
+        return STALE
+    state = prev if prev is not None else RecordState(0, {}, set())
+    if add == (segment_id in state.members):
+        return Outcome(state, [])
+    members = set(state.members)
+    if add:
+        members.add(segment_id)
+    else:
+        members.discard(segment_id)
+    event_type = ENTERED if add else EXITED
+    transition = Transition(event_type, segment_id, segment_version, state.version, "import", nonce)
+    return Outcome(RecordState(state.version, state.fields, members), [transition])

@@ -26,8 +26,13 @@ class Segment:
     name: str
     version: int
     active: bool
-    rule: CompiledRule
+    rule: CompiledRule | None  # None: a static segment, whose members come from imports
     definition: Mapping[str, Any]
+
+    @property
+    def evaluated(self) -> bool:
+        """Active dynamic segments are evaluated; inactive ones are frozen, static ones imported."""
+        return self.active and self.rule is not None
 
 
 @dataclass
@@ -36,22 +41,22 @@ class SegmentSet:
 
     segments: dict[str, Segment] = field(default_factory=dict)
     index: FieldIndex = field(default_factory=FieldIndex)
-    active_ids: frozenset[str] = frozenset()
+    evaluated_ids: frozenset[str] = frozenset()
 
     def put(self, segment: Segment) -> None:
         self.segments[segment.id] = segment
         self.index.remove(segment.id)
-        if segment.active:
-            self.index.add(segment.id, segment.rule.fields)
-        self._refresh_active()
+        if segment.evaluated:
+            self.index.add(segment.id, segment.rule.fields)  # type: ignore[union-attr]
+        self._refresh()
 
     def drop(self, segment_id: str) -> None:
         self.segments.pop(segment_id, None)
         self.index.remove(segment_id)
-        self._refresh_active()
+        self._refresh()
 
-    def _refresh_active(self) -> None:
-        self.active_ids = frozenset(s.id for s in self.segments.values() if s.active)
+    def _refresh(self) -> None:
+        self.evaluated_ids = frozenset(s.id for s in self.segments.values() if s.evaluated)
 
 
 EMPTY_SET = SegmentSet()
@@ -108,7 +113,7 @@ class SegmentRegistry:
             self.sets.setdefault(scope, SegmentSet()).drop(data["id"])
             self.stamps[key] = [version, True]
         else:
-            rule = load_rule(data["rule"], catalog)
+            rule = load_rule(data["rule"], catalog) if data.get("kind", "dynamic") == "dynamic" else None
             segment = Segment(
                 workspace=workspace,
                 object_type=object_type,

@@ -39,6 +39,7 @@ MESSAGE_SCHEMAS: dict[str, str] = {
     "record.change": "record-change.json",
     "record.changes": "record-changes.json",
     "engine.sync": "engine-sync.json",
+    "segment.import": "segment-import.json",
     "segment.defined": "segment-defined.json",
     "segment.removed": "segment-removed.json",
     "segment.entered": "segment-membership.json",

@@ -140,6 +140,14 @@ QUERY_OPERATIONS: list[Operation] = [
                           422: ("`invalid_rule` with `problems`", "Error")}, body="Object"),
     Operation("GET", WS + "/member-counts", "memberCounts", "Members per segment key (`ws/type/id`) of the workspace",
               "queries", {200: _OBJECT}),
+    Operation("POST", SEGMENT + "/members", "importMembers",
+              "Static segments: add or remove record ids (`{record_ids, mode: add|remove}`)", "queries",
+              {202: _OBJECT, 400: ("bad body (`bad_request`)", "Error"), 403: ("agents may not import (`forbidden`)", "Error"),
+               409: ("`not_static` or `segment_inactive`", "Error"), 413: ("too many ids (`payload_too_large`)", "Error")},
+              body="Object"),
+    Operation("DELETE", SEGMENT + "/members/{record_id}", "removeMember", "Static segments: remove one record",
+              "queries", {202: _OBJECT, 403: ("agents may not remove (`forbidden`)", "Error"),
+                          409: ("`not_static` or `segment_inactive`", "Error")}),
 ]
 EXTRA_SCHEMAS: dict[str, dict[str, Any]] = {"Object": {"type": "object"}}
 # --------------------------------------------------------------------------------------------------

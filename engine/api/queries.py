@@ -117,10 +117,10 @@ async def record_current_results(ctx: Context) -> web.StreamResponse:
     state = stored_record(ctx, key)
     started = time.perf_counter()
     results = [
-        {"id": seg.id, "name": seg.name, "matches": (not state.deleted) and seg.rule.matches(state.fields),
+        {"id": seg.id, "name": seg.name, "matches": (not state.deleted) and seg.rule.matches(state.fields),  # type: ignore[union-attr]
          "member": seg.id in state.members}
         for seg in sorted(ctx.engine.registry.segment_set(workspace, object_type).segments.values(), key=lambda s: s.id)
-        if seg.active and visible_to(ctx, seg)
+        if seg.evaluated and visible_to(ctx, seg)
     ]
     return reply({"id": ctx.params["record_id"], "version": state.version, "results": results,
                   "took_ms": round((time.perf_counter() - started) * 1000, 3)})
@@ -144,6 +144,11 @@ async def explain_record(ctx: Context) -> web.StreamResponse:
     if (forwarded := await on_owner(ctx, key)) is not None:
         return forwarded
     state = stored_record(ctx, key)
+    member = segment.id in state.members
+    if segment.rule is None:  # static: membership is the imported list, there is no rule to explain
+        return reply({"segment_id": segment.id, "segment_version": segment.version, "record_id": ctx.params["record_id"],
+                      "record_version": state.version, "member": member, "matches": member,
+                      "explanation": {"kind": "static", "result": member, "reason": "imported" if member else "not imported"}})
     catalog = ctx.engine.registry.workspaces.catalog(segment.workspace, segment.object_type)
     tree = explain(segment.rule.tree, catalog, {} if state.deleted else state.fields)  # type: ignore[arg-type]
     return reply({"segment_id": segment.id, "segment_version": segment.version, "record_id": ctx.params["record_id"],

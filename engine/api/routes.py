@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine.api import health, queries, segments
+from engine.api import health, imports, queries, segments
 from engine.api.auth import load_tokens
 from engine.api.server import Routes
 
@@ -11,10 +11,14 @@ if TYPE_CHECKING:
     from engine.app import Engine
 
 
-def install_routes(engine: "Engine") -> Routes:
+def all_routes() -> Routes:
     routes = Routes()
-    segments.register(routes)
-    queries.register(routes)
-    health.register(routes)
+    for module in (segments, queries, imports, health):
+        module.register(routes)
+    return routes
+
+
+def install_routes(engine: "Engine") -> Routes:
+    routes = all_routes()
     routes.install(engine, load_tokens(engine.settings.tokens_file))
     return routes

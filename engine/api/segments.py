@@ -168,7 +168,7 @@ def view(segment: Segment) -> dict[str, Any]:
         "hidden_from": list(d.get("hidden_from", ())),
         "status": d.get("status", "active"),
         "kind": d.get("kind", "dynamic"),
-        "rule": d["rule"],
+        "rule": d.get("rule"),  # null for a static segment
         "recalculation_interval_minutes": d.get("recalculation_interval_minutes"),
         "created_at": d.get("created_at"),
         "modified_at": d.get("modified_at"),
@@ -280,20 +280,19 @@ async def save(
         if attrs.get(attribute) is None:
             raise missing(attribute)
     kind = attrs.get("kind") or "dynamic"
-    if kind == "static":
-        raise ApiError(
-            422, "not_supported",
-            "static segments (members from imports) are not supported yet; create a dynamic segment with a rule",
-            attribute="kind",
-        )
-    if attrs.get("rule") is None:
-        raise missing("rule")
     object_type = attrs["object_type"]
     segment_id = attrs["id"]
     catalog = registry.workspaces.catalog(workspace, object_type)
     if catalog is None:  # every configured workspace has a catalog for every object type
         raise invalid("object_type", f"is not configured for workspace {workspace!r}")
-    load_rule(attrs["rule"], catalog)  # raises InvalidRule: 422 invalid_rule with every problem
+    if kind == "static":  # members come from imports (POST .../members, `segments import`), not a rule
+        if attrs.get("rule") is not None:
+            raise ApiError(422, "rule_not_allowed", "a static segment has no rule; its members are imported",
+                           attribute="rule")
+    elif attrs.get("rule") is None:
+        raise missing("rule")
+    else:
+        load_rule(attrs["rule"], catalog)  # raises InvalidRule: 422 invalid_rule with every problem
     name_key = attrs["name"].casefold()
     for other in registry.segment_set(workspace, object_type).segments.values():
         if other.id != segment_id and other.name.strip().casefold() == name_key:
@@ -309,12 +308,13 @@ async def save(
         "name": attrs["name"],
         "status": attrs.get("status") or "active",
         "kind": kind,
-        "rule": attrs["rule"],
         "hidden_from": attrs.get("hidden_from") or [],
         "created_at": created_at or now,
         "modified_at": now,
         "version": next_version(ctx, key),
     }
+    if kind == "dynamic":
+        data["rule"] = attrs["rule"]
     for attribute in (*OPTIONAL_TEXT, "recalculation_interval_minutes"):
         if attrs.get(attribute) is not None:
             data[attribute] = attrs[attribute]

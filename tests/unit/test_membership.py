@@ -81,3 +81,20 @@ def test_backfill_evaluates_new_segments_and_drops_removed_ones() -> None:
 def test_state_round_trips_through_bytes() -> None:
     state = RecordState(3, {"country": "PL", "tags": ["a"]}, {"x", "y"})
     assert RecordState.from_bytes(state.to_bytes()) == state
+
+
+def test_imports_add_and_remove_static_members_with_distinct_transitions() -> None:
+    from engine.membership import apply_import
+
+    first = apply_import(None, "vip", 4, True, nonce="m1")
+    assert first.state is not None and first.state.version == 0 and first.state.members == {"vip"}
+    assert [(t.event_type, t.cause, t.nonce) for t in first.transitions] == [(ENTERED, "import", "m1")]
+    assert apply_import(first.state, "vip", 4, True, nonce="m2").transitions == []  # already a member
+    removed = apply_import(first.state, "vip", 4, False, nonce="m3")
+    assert removed.state is not None and removed.state.members == set() and removed.transitions[0].event_type == EXITED
+    # A real change (version >= 1) still applies after an import created the record.
+    segments = registry(pl=PL_HIGH).segment_set("acme", "contact")
+    later = apply_change(first.state, upsert(1, country="PL", lifetime_value=5000), segments)
+    assert later.state is not None and later.state.members == {"pl"}  # "vip" is not defined in this registry
+    tombstone = RecordState(3, {}, set(), deleted=True)
+    assert apply_import(tombstone, "vip", 4, True, nonce="m4").state is None
