@@ -17,8 +17,14 @@ from pathlib import Path
 
 import orjson
 
+from engine.admin import ensure_topics
 from engine.broker import LocalBroker, free_port
+from engine.client import Publisher
+from engine.sample_data import contact_changes, full_contact
 from engine.settings import SAMPLES, Settings
+from engine.tail import format_event
+
+SAMPLE_CONTACTS = 300
 
 
 def run_demo(settings: Settings, duration: float = 0, rate: float = 20) -> int:
@@ -28,16 +34,12 @@ def run_demo(settings: Settings, duration: float = 0, rate: float = 20) -> int:
         print(f"started local broker on {broker.address}", flush=True)
         settings = replace(settings, broker=broker.address)
     data_dir = Path(tempfile.mkdtemp(prefix="segment-engine-demo-"))
-    settings = replace(settings, data_dir=data_dir, web_port=free_port())
+    settings = replace(settings, data_dir=data_dir, web_port=settings.web_port if port_is_free(settings.web_port) else free_port())
     env = dict(os.environ, SEGMENT_ENGINE_BROKER=settings.broker, SEGMENT_ENGINE_DATA_DIR=str(data_dir),
                SEGMENT_ENGINE_WEB_PORT=str(settings.web_port))
     worker: subprocess.Popen[bytes] | None = None
     stop = threading.Event()
     try:
-        from engine.admin import ensure_topics
-        from engine.client import Publisher
-        from engine.tail import format_event
-
         ensure_topics(settings)
         publisher = Publisher(settings, source="segment-engine-demo")
         for segment in orjson.loads((SAMPLES / "segments.json").read_bytes()):
@@ -46,10 +48,10 @@ def run_demo(settings: Settings, duration: float = 0, rate: float = 20) -> int:
             print(f"segment {workspace}/{data['object_type']}/{data['id']}: {data['name']}", flush=True)
         publisher.flush()
         worker = subprocess.Popen([sys.executable, "-m", "engine.cli", "worker"], env=env)
-        print(f"worker started (pid {worker.pid}, metrics on http://127.0.0.1:{settings.web_port}/metrics); "
-              "publishing sample contact changes, Ctrl-C to stop", flush=True)
+        print(f"worker started (pid {worker.pid}); HTTP API on http://127.0.0.1:{settings.web_port} "
+              "(token: demo-admin-token); publishing sample contact changes, Ctrl-C to stop", flush=True)
         threading.Thread(target=_publish_forever, args=(publisher, rate, stop), daemon=True).start()
-        _print_events(settings, format_event, duration)
+        _print_events(settings, duration)
     except KeyboardInterrupt:
         pass
     finally:
@@ -66,23 +68,36 @@ def run_demo(settings: Settings, duration: float = 0, rate: float = 20) -> int:
     return 0
 
 
-def _publish_forever(publisher: "object", rate: float, stop: threading.Event) -> None:
-    from engine.client import Publisher
-    from engine.sample_data import contact_changes
+def port_is_free(port: int) -> bool:
+    """The README's curl examples use the default port; fall back to a free one when it is taken."""
+    import socket
 
-    assert isinstance(publisher, Publisher)
-    rng = random.Random()
-    changes = contact_changes(rng, 10**9, records=300)
-    while not stop.is_set():
-        # Alternate single-change messages and small batches: both are first-class.
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _publish_forever(publisher: Publisher, rate: float, stop: threading.Event) -> None:
+    """An initial load of every sample contact (c0 … c299, so the README's examples find c1), then a
+    steady stream of partial updates, alternating single-change messages and small batches."""
+    rng = random.Random(1)
+    publisher.publish_batches("demo", [
+        {"op": "upsert", "object_type": "contact", "id": f"c{i}", "version": 1, "fields": full_contact(rng)}
+        for i in range(SAMPLE_CONTACTS)
+    ], batch_size=50)
+    publisher.flush()
+    changes = (dict(c, version=c["version"] + 1) for c in contact_changes(rng, 10**9, records=SAMPLE_CONTACTS))
+    while not stop.wait(1.0):
         burst = [next(changes) for _ in range(max(1, int(rate)))]
         publisher.publish_change("demo", burst[0])
         publisher.publish_batches("demo", burst[1:], batch_size=10)
         publisher.flush()
-        stop.wait(1.0)
 
 
-def _print_events(settings: Settings, format_event: "object", duration: float) -> None:
+def _print_events(settings: Settings, duration: float) -> None:
     from kafka import KafkaConsumer
 
     import topics
@@ -99,6 +114,6 @@ def _print_events(settings: Settings, format_event: "object", duration: float) -
         while time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
-                    print(format_event(orjson.loads(record.value)), flush=True)  # type: ignore[operator]
+                    print(format_event(orjson.loads(record.value)), flush=True)
     finally:
         consumer.close()
