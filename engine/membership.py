@@ -113,7 +113,7 @@ def evaluate(
     defined = segments.segments
     for sid in segment_ids:
         segment = defined[sid]
-        now = segment.rule.matches(fields)  # type: ignore[union-attr]  # only evaluated segments get here
+        now = segment.matches(fields)  # type: ignore[misc]  # only evaluated (rule) segments get here
         if now != (sid in members):
             if now:
                 members.add(sid)

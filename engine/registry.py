@@ -6,9 +6,10 @@ record agent notices that a partition needs a backfill.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from engine.envelope import segment_key
+from engine.costs import CostMeter
 from engine.errors import UnknownWorkspace
 from engine.rules import CompiledRule, FieldIndex, load_rule
 from engine.workspaces import Workspaces
@@ -28,6 +29,7 @@ class Segment:
     active: bool
     rule: CompiledRule | None  # None: a static segment, whose members come from imports
     definition: Mapping[str, Any]
+    matches: Callable[[Mapping[str, Any]], bool] | None = None  # the rule, metered (see engine/costs.py)
 
     @property
     def evaluated(self) -> bool:
@@ -68,8 +70,9 @@ Stamps = dict[str, list[Any]]
 class SegmentRegistry:
     """Latest definition of every segment; older or equal versions are ignored, so replays are harmless."""
 
-    def __init__(self, workspaces: Workspaces) -> None:
+    def __init__(self, workspaces: Workspaces, meter: CostMeter | None = None) -> None:
         self.workspaces = workspaces
+        self.meter = meter or CostMeter()
         self.sets: dict[Scope, SegmentSet] = {}
         self.stamps: Stamps = {}
         self.generation = 0
@@ -123,6 +126,7 @@ class SegmentRegistry:
                 active=data.get("status", "active") == "active",
                 rule=rule,
                 definition=data,
+                matches=self.meter.wrap(key, rule.matches) if rule is not None else None,
             )
             self.sets.setdefault(scope, SegmentSet()).put(segment)
             self.stamps[key] = [version, False]

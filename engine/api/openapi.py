@@ -138,7 +138,8 @@ QUERY_OPERATIONS: list[Operation] = [
     Operation("POST", WS + "/preview", "previewRule", "Count and sample of the records an unsaved rule matches",
               "queries", {200: _OBJECT, 400: ("bad body (`bad_request`)", "Error"),
                           422: ("`invalid_rule` with `problems`", "Error")}, body="Object"),
-    Operation("GET", WS + "/member-counts", "memberCounts", "Members per segment key (`ws/type/id`) of the workspace",
+    Operation("GET", WS + "/segment-figures", "segmentFigures",
+              "Per segment key (`ws/type/id`): member_count and evaluation_cost (evaluations and CPU per second, too_heavy)",
               "queries", {200: _OBJECT}),
     Operation("POST", SEGMENT + "/members", "importMembers",
               "Static segments: add or remove record ids (`{record_ids, mode: add|remove}`)", "queries",
@@ -231,7 +232,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "modified_at": {"type": ["string", "null"], "format": "date-time"},
             "member_count": {"type": ["integer", "null"]},
             "last_counted": {"type": ["string", "null"], "format": "date-time"},
-            "evaluation_cost": {"type": "null", "description": "not measured yet"},
+            "evaluation_cost": {
+                "type": ["object", "null"],
+                "description": "measured on live traffic (sampled): too_heavy when cpu_ms_per_s >= 100",
+                "properties": {"evaluations_per_s": {"type": "number"}, "cpu_ms_per_s": {"type": "number"},
+                               "too_heavy": {"type": "boolean"}},
+            },
         },
     },
     "SegmentList": {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import heapq
 import time
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -17,6 +18,7 @@ from engine.api.auth import check_workspace
 from engine.api.cluster import Cluster
 from engine.api.errors import bad_request, not_found
 from engine.api.server import Context, Routes, reply
+from engine.costs import TOO_HEAVY_CPU_MS_PER_S
 from engine.envelope import record_key, segment_key, utc_now_iso
 from engine.membership import RecordState
 from engine.registry import Segment
@@ -38,7 +40,7 @@ def register(routes: Routes) -> None:
     routes.add("GET", ws + "/segments/{segment_id}/members", members_page)
     routes.add("GET", ws + "/segments/{segment_id}/export", export_members)
     routes.add("POST", ws + "/preview", preview_rule)
-    routes.add("GET", ws + "/member-counts", workspace_counts)
+    routes.add("GET", ws + "/segment-figures", workspace_figures)
 
 
 # ---- scoping -------------------------------------------------------------------------------------
@@ -163,40 +165,55 @@ def visible_to(ctx: Context, segment: Segment) -> bool:
 # ---- one segment, all partitions -----------------------------------------------------------------
 
 
-def local_counts(ctx: Context) -> dict[str, int]:
-    totals: dict[str, int] = {}
+def local_figures(ctx: Context, workspace: str) -> dict[str, dict[str, float]]:
+    """This worker's share of each segment's figures: members in its partitions, evaluation cost here."""
+    prefix = f"{workspace}/"
+    figures: dict[str, dict[str, float]] = {}
     for partition in cluster(ctx).local_partitions():
         for seg_key, n in ctx.engine.state.counts(partition).items():
-            totals[seg_key] = totals.get(seg_key, 0) + n
-    return totals
+            if seg_key.startswith(prefix):
+                entry = figures.setdefault(seg_key, {"member_count": 0})
+                entry["member_count"] += n
+    for seg_key, cost in ctx.engine.registry.meter.snapshot(prefix).items():
+        figures.setdefault(seg_key, {"member_count": 0}).update(cost)
+    return figures
 
 
-async def member_counts(ctx: Context, keys: list[str]) -> dict[str, int]:
-    """Members per segment key (`ws/type/id`) over every partition of every worker."""
+async def segment_figures(ctx: Context, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """Per segment key (`ws/type/id`) over every worker: `member_count`, and `evaluation_cost` with
+    evaluations and CPU per second and the `too_heavy` flag (see engine/costs.py for the threshold)."""
     workspace = ctx.params["workspace"]
-    answers = await cluster(ctx).gather(ctx, local_counts(ctx), rel_url=f"/v1/workspaces/{workspace}/member-counts")
-    totals = {key: 0 for key in keys}
-    for answer in answers:
-        for key in keys:
-            totals[key] += int(answer.get(key, 0))
+    answers = await cluster(ctx).gather(ctx, local_figures(ctx, workspace),
+                                        rel_url=f"/v1/workspaces/{workspace}/segment-figures")
+    totals: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        parts = [answer.get(key, {}) for answer in answers]
+        cpu = sum(p.get("cpu_ms_per_s", 0.0) for p in parts)
+        totals[key] = {
+            "member_count": int(sum(p.get("member_count", 0) for p in parts)),
+            "evaluation_cost": {
+                "evaluations_per_s": round(sum(p.get("evaluations_per_s", 0.0) for p in parts), 3),
+                "cpu_ms_per_s": round(cpu, 3),
+                "too_heavy": cpu >= TOO_HEAVY_CPU_MS_PER_S,
+            },
+        }
     return totals
 
 
-async def workspace_counts(ctx: Context) -> web.StreamResponse:
-    """Members per segment of the workspace (this worker's partitions only when forwarded)."""
+async def workspace_figures(ctx: Context) -> web.StreamResponse:
+    """Figures of every segment of the workspace (this worker's share only, when forwarded)."""
     workspace = workspace_of(ctx)
-    prefix = f"{workspace}/"
     if ctx.forwarded:
-        return reply({k: n for k, n in local_counts(ctx).items() if k.startswith(prefix)})
+        return reply(local_figures(ctx, workspace))
     keys = [segment_key(workspace, s.object_type, s.id) for s in ctx.engine.registry.in_workspace(workspace)]
-    return reply(await member_counts(ctx, keys))
+    return reply(await segment_figures(ctx, keys))
 
 
 async def segment_count(ctx: Context) -> web.StreamResponse:
     segment = visible_segment(ctx)
     key = segment_key(segment.workspace, segment.object_type, segment.id)
-    counts = await member_counts(ctx, [key])
-    return reply({"segment_id": segment.id, "member_count": counts[key], "counted_at": utc_now_iso()})
+    figures = await segment_figures(ctx, [key])
+    return reply({"segment_id": segment.id, "member_count": figures[key]["member_count"], "counted_at": utc_now_iso()})
 
 
 def decode_cursor(cursor: str | None) -> str | None:

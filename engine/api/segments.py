@@ -175,15 +175,29 @@ def view(segment: Segment) -> dict[str, Any]:
         "version": segment.version,
         "member_count": None,
         "last_counted": None,
-        "evaluation_cost": None,  # not measured yet
+        "evaluation_cost": None,
     }
 
 
 async def with_figures(ctx: Context, segments: list[Segment]) -> list[dict[str, Any]]:
-    """Views with `member_count` / `last_counted` from the queries module (null while it cannot count)."""
+    """Views with `member_count`, `last_counted` and `evaluation_cost` (null where they cannot be had)."""
     views = [view(s) for s in segments]
     if not segments:
         return views
+    from engine.api.queries import segment_figures
+
+    keys = [segment_key(s.workspace, s.object_type, s.id) for s in segments]
+    try:
+        figures = await segment_figures(ctx, keys)
+    except Exception:  # noqa: BLE001 - figures are decoration: the segment is served, with null figures
+        log.exception("figures failed for %d segments", len(keys))
+        return views
+    counted_at = utc_now_iso()
+    for key, v in zip(keys, views):
+        v["member_count"] = figures[key]["member_count"]
+        v["last_counted"] = counted_at
+        v["evaluation_cost"] = figures[key]["evaluation_cost"]
+    return views
     try:
         from engine.api import queries
 

@@ -122,7 +122,7 @@ def test_foreign_anonymous_and_hidden_access_see_nothing(harness: Harness) -> No
         ("GET", "/v1/workspaces/acme/segments/pl-high-value/count"),
         ("GET", "/v1/workspaces/acme/segments/pl-high-value/members"),
         ("GET", "/v1/workspaces/acme/segments/pl-high-value/export"),
-        ("GET", "/v1/workspaces/acme/member-counts"),
+        ("GET", "/v1/workspaces/acme/segment-figures"),
         ("POST", "/v1/workspaces/acme/preview"),
     ]
     body = {"object_type": "contact", "rule": {"combinator": "and", "rules": [{"field": "country", "operator": "notNull"}]}}
