@@ -22,6 +22,7 @@ from aiohttp import web
 from engine.api import openapi
 from engine.api.auth import Principal, check_workspace, check_write
 from engine.api.errors import ApiError, bad_request, not_found
+from engine.api.queries import segment_figures
 from engine.api.server import Context, Routes, reply
 from engine.envelope import encode, envelope, segment_key, utc_now_iso
 from engine.errors import SchemaViolation
@@ -184,8 +185,6 @@ async def with_figures(ctx: Context, segments: list[Segment]) -> list[dict[str, 
     views = [view(s) for s in segments]
     if not segments:
         return views
-    from engine.api.queries import segment_figures
-
     keys = [segment_key(s.workspace, s.object_type, s.id) for s in segments]
     try:
         figures = await segment_figures(ctx, keys)
@@ -197,24 +196,6 @@ async def with_figures(ctx: Context, segments: list[Segment]) -> list[dict[str, 
         v["member_count"] = figures[key]["member_count"]
         v["last_counted"] = counted_at
         v["evaluation_cost"] = figures[key]["evaluation_cost"]
-    return views
-    try:
-        from engine.api import queries
-
-        member_counts = queries.member_counts  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
-        return views
-    keys = [segment_key(s.workspace, s.object_type, s.id) for s in segments]
-    try:
-        counts = await member_counts(ctx, keys)
-    except Exception:  # noqa: BLE001 - figures are decoration: the segment is served, with null figures
-        log.exception("member counts failed for %d segments", len(keys))
-        return views
-    counted_at = utc_now_iso()
-    for key, v in zip(keys, views):
-        if counts.get(key) is not None:
-            v["member_count"] = counts[key]
-            v["last_counted"] = counted_at
     return views
 
 
