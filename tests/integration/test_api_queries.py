@@ -124,6 +124,8 @@ def test_foreign_anonymous_and_hidden_access_see_nothing(harness: Harness) -> No
         ("GET", "/v1/workspaces/acme/segments/pl-high-value/export"),
         ("GET", "/v1/workspaces/acme/segment-figures"),
         ("POST", "/v1/workspaces/acme/preview"),
+        ("POST", "/v1/workspaces/acme/segments/pl-high-value/members"),
+        ("DELETE", "/v1/workspaces/acme/segments/pl-high-value/members/" + record_id),
     ]
     body = {"object_type": "contact", "rule": {"combinator": "and", "rules": [{"field": "country", "operator": "notNull"}]}}
     for method, path in paths:
@@ -133,7 +135,8 @@ def test_foreign_anonymous_and_hidden_access_see_nothing(harness: Harness) -> No
         status, err, _ = call(port, method, path, token=None, body=body if method == "POST" else None)
         assert status == 401 and err["error"]["code"] == "unauthenticated", path
         status, _, _ = call(port, method, path, token="platform", body=body if method == "POST" else None)
-        assert status == 200, path
+        # The platform admin reaches every route (an import into a dynamic segment is a 409 not_static).
+        assert status == (409 if method in ("POST", "DELETE") and "/members" in path else 200), path
     for path in ("count", "members", "export", f"members/{record_id}", f"explain/{record_id}"):
         status, _, _ = call(port, "GET", f"/v1/workspaces/acme/segments/hidden-dach/{path}", token="acme-agent")
         assert status == 404, path
