@@ -11,7 +11,7 @@ from aiohttp import web
 
 from engine.api.auth import check_write
 from engine.api.errors import ApiError, bad_request
-from engine.api.queries import visible_segment
+from engine.api.scope import visible_segment
 from engine.api.server import Context, Routes, reply
 from engine.client import IMPORT_CHUNK, group_by_partition
 from engine.envelope import encode, envelope, record_key
@@ -26,8 +26,8 @@ def register(routes: Routes) -> None:
     routes.add("DELETE", segment + "/members/{record_id}", remove_member)
 
 
-def static_segment(ctx: Context) -> Segment:
-    segment = visible_segment(ctx)
+async def static_segment(ctx: Context) -> Segment:
+    segment = await visible_segment(ctx)
     check_write(ctx.principal)
     if segment.rule is not None:
         raise ApiError(409, "not_static", "members of a dynamic segment come from its rule; only static segments import")
@@ -38,7 +38,7 @@ def static_segment(ctx: Context) -> Segment:
 
 async def import_members(ctx: Context) -> web.StreamResponse:
     """Body `{"record_ids": [...], "mode": "add" | "remove"}`; 202 once every message is acknowledged."""
-    segment = static_segment(ctx)
+    segment = await static_segment(ctx)
     body = await ctx.json()
     ids = body.get("record_ids") if isinstance(body, dict) else None
     mode = body.get("mode", "add") if isinstance(body, dict) else None
@@ -53,7 +53,7 @@ async def import_members(ctx: Context) -> web.StreamResponse:
 
 
 async def remove_member(ctx: Context) -> web.StreamResponse:
-    segment = static_segment(ctx)
+    segment = await static_segment(ctx)
     await publish_import(ctx, segment, [ctx.params["record_id"]], "remove")
     return reply({"segment_id": segment.id, "mode": "remove", "accepted": 1}, 202)
 

@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from engine.api.auth import check_workspace
 from engine.api.cluster import Cluster
 from engine.api.errors import bad_request, not_found
+from engine.api.scope import visible, visible_segment, workspace_of
 from engine.api.server import Context, Routes, reply
 from engine.costs import TOO_HEAVY_CPU_MS_PER_S
 from engine.envelope import record_key, segment_key, utc_now_iso
@@ -50,26 +50,8 @@ def cluster(ctx: Context) -> Cluster:
     return ctx.engine.cluster
 
 
-def workspace_of(ctx: Context) -> str:
-    workspace = ctx.params["workspace"]
-    check_workspace(ctx.principal, workspace, known=workspace in ctx.engine.registry.workspaces)
-    return workspace
-
-
-def visible_segment(ctx: Context) -> Segment:
-    """The segment of the path, or 404 — also when it is hidden from the asking team member."""
-    workspace = workspace_of(ctx)
-    segment = ctx.engine.registry.find(workspace, ctx.params["segment_id"])
-    hidden = segment is not None and ctx.principal.role == "agent" and ctx.principal.member in (
-        segment.definition.get("hidden_from") or ()
-    )
-    if segment is None or hidden:
-        raise not_found(f"segment {ctx.params['segment_id']!r}")
-    return segment
-
-
-def record_scope(ctx: Context, object_type: str) -> tuple[str, str]:
-    workspace = workspace_of(ctx)
+async def record_scope(ctx: Context, object_type: str) -> tuple[str, str]:
+    workspace = await workspace_of(ctx)
     if object_type not in OBJECT_TYPES:
         raise not_found(f"object type {object_type!r}")
     return workspace, object_type
@@ -95,7 +77,7 @@ def stored_record(ctx: Context, key: str) -> RecordState:
 
 async def record_profile(ctx: Context) -> web.StreamResponse:
     """The record as the engine knows it, and the segments it is in (cached membership)."""
-    workspace, object_type = record_scope(ctx, ctx.params["object_type"])
+    workspace, object_type = await record_scope(ctx, ctx.params["object_type"])
     key = record_key(workspace, object_type, ctx.params["record_id"])
     if (forwarded := await on_owner(ctx, key)) is not None:
         return forwarded
@@ -104,7 +86,7 @@ async def record_profile(ctx: Context) -> web.StreamResponse:
     members = [
         {"id": sid, "name": segments[sid].name, "segment_version": segments[sid].version}
         for sid in sorted(state.members)
-        if sid in segments and visible_to(ctx, segments[sid])
+        if sid in segments and visible(ctx.principal, segments[sid])
     ]
     return reply({"workspace": workspace, "object_type": object_type, "id": ctx.params["record_id"],
                   "version": state.version, "deleted": state.deleted, "fields": state.fields, "segments": members})
@@ -112,7 +94,7 @@ async def record_profile(ctx: Context) -> web.StreamResponse:
 
 async def record_current_results(ctx: Context) -> web.StreamResponse:
     """Every active segment of the record's type evaluated now against its stored fields."""
-    workspace, object_type = record_scope(ctx, ctx.params["object_type"])
+    workspace, object_type = await record_scope(ctx, ctx.params["object_type"])
     key = record_key(workspace, object_type, ctx.params["record_id"])
     if (forwarded := await on_owner(ctx, key)) is not None:
         return forwarded
@@ -122,14 +104,14 @@ async def record_current_results(ctx: Context) -> web.StreamResponse:
         {"id": seg.id, "name": seg.name, "matches": (not state.deleted) and seg.rule.matches(state.fields),  # type: ignore[union-attr]
          "member": seg.id in state.members}
         for seg in sorted(ctx.engine.registry.segment_set(workspace, object_type).segments.values(), key=lambda s: s.id)
-        if seg.evaluated and visible_to(ctx, seg)
+        if seg.evaluated and visible(ctx.principal, seg)
     ]
     return reply({"id": ctx.params["record_id"], "version": state.version, "results": results,
                   "took_ms": round((time.perf_counter() - started) * 1000, 3)})
 
 
 async def is_member(ctx: Context) -> web.StreamResponse:
-    segment = visible_segment(ctx)
+    segment = await visible_segment(ctx)
     key = record_key(segment.workspace, segment.object_type, ctx.params["record_id"])
     if (forwarded := await on_owner(ctx, key)) is not None:
         return forwarded
@@ -141,7 +123,7 @@ async def is_member(ctx: Context) -> web.StreamResponse:
 
 async def explain_record(ctx: Context) -> web.StreamResponse:
     """Why the record is or is not in the segment: each condition with the value it saw and its result."""
-    segment = visible_segment(ctx)
+    segment = await visible_segment(ctx)
     key = record_key(segment.workspace, segment.object_type, ctx.params["record_id"])
     if (forwarded := await on_owner(ctx, key)) is not None:
         return forwarded
@@ -156,10 +138,6 @@ async def explain_record(ctx: Context) -> web.StreamResponse:
     return reply({"segment_id": segment.id, "segment_version": segment.version, "record_id": ctx.params["record_id"],
                   "record_version": state.version, "member": segment.id in state.members,
                   "matches": tree.result, "explanation": tree.to_json()})
-
-
-def visible_to(ctx: Context, segment: Segment) -> bool:
-    return not (ctx.principal.role == "agent" and ctx.principal.member in (segment.definition.get("hidden_from") or ()))
 
 
 # ---- one segment, all partitions -----------------------------------------------------------------
@@ -202,7 +180,7 @@ async def segment_figures(ctx: Context, keys: list[str]) -> dict[str, dict[str, 
 
 async def workspace_figures(ctx: Context) -> web.StreamResponse:
     """Figures of every segment of the workspace (this worker's share only, when forwarded)."""
-    workspace = workspace_of(ctx)
+    workspace = await workspace_of(ctx)
     if ctx.forwarded:
         return reply(local_figures(ctx, workspace))
     keys = [segment_key(workspace, s.object_type, s.id) for s in ctx.engine.registry.in_workspace(workspace)]
@@ -210,7 +188,7 @@ async def workspace_figures(ctx: Context) -> web.StreamResponse:
 
 
 async def segment_count(ctx: Context) -> web.StreamResponse:
-    segment = visible_segment(ctx)
+    segment = await visible_segment(ctx)
     key = segment_key(segment.workspace, segment.object_type, segment.id)
     figures = await segment_figures(ctx, [key])
     return reply({"segment_id": segment.id, "member_count": figures[key]["member_count"], "counted_at": utc_now_iso()})
@@ -256,7 +234,7 @@ def page_size(ctx: Context) -> int:
 async def members_page(ctx: Context) -> web.StreamResponse:
     """A page of members sorted by record id; `next_cursor` continues after the last one, so a member
     present throughout is listed exactly once however membership changes meanwhile."""
-    segment = visible_segment(ctx)
+    segment = await visible_segment(ctx)
     limit = page_size(ctx)
     after = decode_cursor(ctx.query("cursor"))
     if ctx.forwarded:
@@ -270,7 +248,7 @@ async def members_page(ctx: Context) -> web.StreamResponse:
 
 async def export_members(ctx: Context) -> web.StreamResponse:
     """Every member, streamed page by page (never built in memory), as CSV or NDJSON."""
-    segment = visible_segment(ctx)
+    segment = await visible_segment(ctx)
     fmt = ctx.query("format", "csv")
     if fmt not in ("csv", "ndjson"):
         raise bad_request("format must be csv or ndjson")
@@ -304,7 +282,7 @@ def export_line(fmt: str, record_id: str) -> bytes:
 
 async def preview_rule(ctx: Context) -> web.StreamResponse:
     """Count and a sample of the records an unsaved rule matches, evaluated now over stored records."""
-    workspace = workspace_of(ctx)
+    workspace = await workspace_of(ctx)
     body = await ctx.json()
     if not isinstance(body, dict) or body.get("object_type") not in OBJECT_TYPES or "rule" not in body:
         raise bad_request("body must be {object_type, rule, sample_size?}")

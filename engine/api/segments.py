@@ -20,9 +20,10 @@ from typing import Any, Mapping
 from aiohttp import web
 
 from engine.api import openapi
-from engine.api.auth import Principal, check_workspace, check_write
+from engine.api.auth import check_write
 from engine.api.errors import ApiError, bad_request, not_found
 from engine.api.queries import segment_figures
+from engine.api.scope import find_segment, visible, workspace_of
 from engine.api.server import Context, Routes, reply
 from engine.envelope import encode, envelope, segment_key, utc_now_iso
 from engine.errors import SchemaViolation
@@ -34,7 +35,6 @@ log = logging.getLogger("segment_engine.api.segments")
 
 SOURCE = "segment-engine-api"
 APPLY_TIMEOUT = 10.0  # seconds a write waits for this worker's registry to apply it
-READY_TIMEOUT = 10.0  # seconds a request waits for the registry to finish loading at worker start
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 COLOUR_PATTERN = re.compile(r"^#[0-9A-Fa-f]{6}$")
@@ -149,13 +149,6 @@ def writable_of(definition: Mapping[str, Any]) -> dict[str, Any]:
 # ---- presentation --------------------------------------------------------------------------------
 
 
-def visible(principal: Principal, segment: Segment) -> bool:
-    """An agent never sees a segment hidden from them; admins see every segment of their workspace."""
-    if principal.role != "agent":
-        return True
-    return principal.member not in segment.definition.get("hidden_from", ())
-
-
 def view(segment: Segment) -> dict[str, Any]:
     d = segment.definition
     return {
@@ -200,27 +193,6 @@ async def with_figures(ctx: Context, segments: list[Segment]) -> list[dict[str, 
 
 
 # ---- shared steps --------------------------------------------------------------------------------
-
-
-async def workspace_of(ctx: Context) -> str:
-    """The path's workspace after the auth check (404 for an unknown or foreign one); waits for the registry."""
-    workspace = ctx.params["workspace"]
-    check_workspace(ctx.principal, workspace, known=workspace in ctx.engine.registry.workspaces)
-    if not ctx.engine.registry_ready.is_set():
-        try:
-            await asyncio.wait_for(ctx.engine.registry_ready.wait(), READY_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise ApiError(503, "not_ready", "this worker is still loading segment definitions; retry shortly") from None
-    return workspace
-
-
-def find_segment(ctx: Context, workspace: str) -> Segment:
-    """The path's segment; 404 when it does not exist or is hidden from the calling agent."""
-    segment_id = ctx.params["segment_id"]
-    segment = ctx.engine.registry.find(workspace, segment_id)
-    if segment is None or not visible(ctx.principal, segment):
-        raise not_found(f"segment {segment_id!r}")
-    return segment
 
 
 def next_version(ctx: Context, key: str) -> int:
