@@ -61,6 +61,23 @@ class WorkerProcess:
         )
         return self
 
+    def wait_ready(self, timeout: float = 60.0) -> "WorkerProcess":
+        """Until /health says the registry is loaded (the HTTP API answers from then on)."""
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready after {timeout}s:\n{self.log_tail()}")
+
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, no final commit, no producer flush."""
         if self.process and self.process.poll() is None:
@@ -100,10 +117,11 @@ class Harness:
         return catalog
 
     def start_worker(self, data_dir: str = "data") -> WorkerProcess:
+        """A worker process, returned once it has loaded the segment registry and serves HTTP."""
         n = len(self.workers)
         worker = WorkerProcess(self.settings, self.tmp / data_dir, self.tmp / f"worker-{n}.log").start()
         self.workers.append(worker)
-        return worker
+        return worker.wait_ready()
 
     def define_fixture_segments(self, workspace: str = "acme") -> dict[str, dict[str, Any]]:
         """Publish tests/fixtures/segments.json; return segment id -> rule."""

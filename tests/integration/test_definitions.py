@@ -3,7 +3,10 @@ difference is emitted; removal emits one segment.deleted and touches no record; 
 from __future__ import annotations
 
 import random
+import urllib.request
 from typing import Any
+
+import orjson
 
 from engine.sample_data import contact_changes
 from tests.conftest import Harness
@@ -18,6 +21,17 @@ def define(harness: Harness, segment_id: str, rule: dict[str, Any], version: int
         "acme", {"id": segment_id, "object_type": "contact", "name": segment_id, "rule": rule, "version": version, "status": status}
     )
     harness.publisher.flush()
+
+
+def segment_version(harness: Harness, segment_id: str) -> int | None:
+    """The version the (first) worker's registry holds, read over HTTP with the sample admin token."""
+    url = f"http://127.0.0.1:{harness.workers[0].web_port}/v1/workspaces/acme/segments/{segment_id}"
+    request = urllib.request.Request(url, headers={"Authorization": "Bearer acme-admin-token"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(orjson.loads(response.read())["version"])
+    except OSError:
+        return None
 
 
 def test_backfill_edit_remove_and_inactive(harness: Harness) -> None:
@@ -79,6 +93,7 @@ def test_backfill_edit_remove_and_inactive(harness: Harness) -> None:
 
     # Inactive: members frozen, nothing emitted; reactivation catches up with the difference.
     define(harness, "big-spenders", GERMANS, version=4, status="inactive")
+    harness.wait_for(lambda: segment_version(harness, "big-spenders") == 4, what="inactive version applied")
     frozen = {m for m in fold_events(harness.events()) if m[1] == "big-spenders"}
     flip = [{"op": "upsert", "object_type": "contact", "id": rid, "version": 10**6, "fields": {"country": "PL"}}
             for rid, sid in sorted(frozen)[:5]]
