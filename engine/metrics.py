@@ -30,3 +30,12 @@ SEGMENTS_DEFINED = Gauge(
     "Segments this worker knows, by status.",
     ["status"],
 )
+OFFSET_GAPS = Counter(
+    "segment_engine_offset_gaps_total",
+    "Times a partition's next message came after unapplied offsets: messages the consumer skipped "
+    "(seen after a SIGKILL and rebalance with Faust; see README, Guarantees).",
+)
+REDELIVERED = Counter(
+    "segment_engine_redelivered_messages_total",
+    "Messages at or before a partition's applied position (redelivered after a crash or rebalance), skipped.",
+)

@@ -17,6 +17,7 @@ from engine.envelope import segment_key
 from engine.membership import ENTERED, RecordState, Transition
 
 APPLIED_KEY = b"\x00applied"  # {segment key: [version, removed]} this partition was synced to
+POSITION_KEY = b"\x00position"  # offset of the last record-changes message applied to this partition
 COUNTS_KEY = b"\x00counts"  # {"at": [offset, phase], "n": {segment key: members in this partition}}
 MEMBER_PREFIX = b"\x00m"  # + segment key + NUL + record id  →  b"1"
 FIRST_RECORD_KEY = b"\x01"
@@ -82,6 +83,14 @@ class StateStore:
             if doc["n"].pop(seg_key, None) is not None:
                 doc["at"] = list(max(tuple(doc["at"]), marker))
                 self.table[COUNTS_KEY] = orjson.dumps(doc)
+
+    def position(self) -> int | None:
+        raw = self.table.get(POSITION_KEY)
+        return None if raw is None else int(raw)
+
+    def set_position(self, offset: int) -> None:
+        """Written after everything a message changed: offsets up to here need no replay."""
+        self.table[POSITION_KEY] = str(offset).encode()
 
     def applied(self) -> dict[str, list[Any]]:
         raw = self.table.get(APPLIED_KEY)
