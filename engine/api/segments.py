@@ -19,7 +19,6 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from engine.api import openapi
 from engine.api.auth import check_write
 from engine.api.errors import ApiError, bad_request, not_found
 from engine.api.queries import segment_figures
@@ -432,5 +431,3 @@ def register(routes: Routes) -> None:
     routes.add("PATCH", base + "/{segment_id}", update_segment)
     routes.add("DELETE", base + "/{segment_id}", delete_segment)
     routes.add("POST", base + "/{segment_id}/recalculate", recalculate_segment)
-    # The API description lives with the segment routes until routes.py registers it itself.
-    openapi.register(routes)
