@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from typing import Any, Awaitable, Iterable
 
 import faust
@@ -25,8 +26,8 @@ from engine.api.cluster import Cluster
 from engine.api.routes import install_routes
 from engine.envelope import encode, envelope, record_key, segment_key, split_record_key, transition_id
 from engine.errors import BadMessage, InternalError, MalformedJson, NotImportable, SchemaViolation, WrongPartition
-from engine.intake import decode_message, message_changes, parse_change, partition_for
-from engine.membership import RecordState, Transition, apply_change, apply_import, backfill
+from engine.intake import decode_message, message_changes, message_events, parse_change, parse_event, partition_for
+from engine.membership import RecordState, Transition, apply_change, apply_event, apply_import, apply_time, backfill
 from engine.registry import SegmentRegistry
 from engine.rules.errors import EngineError
 from engine.schemas import validate_message
@@ -38,6 +39,31 @@ log = logging.getLogger("segment_engine")
 
 
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
+DUE_PER_MESSAGE = 2_000  # due records re-evaluated per tick message; the rest on the next one
+
+
+class Work:
+    """What one message does: events to produce, record states to write, membership changes to index.
+    Everything is produced and acknowledged before any of it is written."""
+
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+        self.out: list[Outgoing] = []
+        self.pending: dict[bytes, RecordState] = {}
+        self.membership: list[Scoped] = []
+        self.more_due = False
+
+    def load(self, key: bytes) -> RecordState | None:
+        """The record's state as this message left it so far."""
+        pending = self.pending.get(key)
+        return pending if pending is not None else self.state.load(key)
+
+    def record(self, key: bytes, state: RecordState, workspace: str, object_type: str, record_id: str,
+               transitions: list[Transition], engine: "Engine", now: int) -> None:
+        self.pending[key] = state
+        if transitions:
+            self.membership.append((workspace, object_type, record_id, transitions))
+            self.out.extend(engine.membership_events(workspace, object_type, record_id, transitions, now))
 
 
 class Engine:
@@ -48,8 +74,10 @@ class Engine:
         self.registry = SegmentRegistry(load_workspaces(settings.workspaces_file))
         self.registry_ready = asyncio.Event()
         self.synced: dict[int, int] = {}  # partition -> registry generation it was synced at
+        self.clocks: dict[int, int] = {}  # partition -> its time (epoch ms), see advance_clock
         prefix = settings.topic_prefix
         self.records_topic_name = topics.RECORD_CHANGES.full_name(prefix)
+        self.behaviour_topic_name = topics.BEHAVIOUR_EVENTS.full_name(prefix)
         self.events_topic_name = topics.SEGMENT_EVENTS.full_name(prefix)
         self.dead_letter_topic_name = topics.DEAD_LETTERS.full_name(prefix)
         self.definitions_topic_name = topics.SEGMENT_DEFINITIONS.full_name(prefix)
@@ -75,7 +103,9 @@ class Engine:
             autodiscover=False,
         )
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-        self.records_topic = self.app.topic(self.records_topic_name, partitions=n, **raw)
+        # One agent reads record changes and behavioural events (co-partitioned), so a record's state has
+        # a single writer and no two coroutines interleave on it.
+        self.records_topic = self.app.topic(self.records_topic_name, self.behaviour_topic_name, partitions=n, **raw)
         # Same options Faust gives its own changelog topics, under the name declared in topics/.
         changelog = self.app.topic(
             topics.RECORD_STATE_CHANGELOG.full_name(prefix),
@@ -95,6 +125,8 @@ class Engine:
         self.cluster = Cluster(self)
         self.app.agent(self.records_topic, name="apply-record-changes")(self._agent)
         self.app.task(self._read_definitions)
+        if settings.clock == "system":
+            self.app.timer(interval=settings.tick_ms / 1000)(self._tick)
         self.app.page("/metrics")(metrics_page)
         install_routes(self)
         self.app.on_partitions_revoked.connect(self._forget_synced)
@@ -106,29 +138,30 @@ class Engine:
         async for event in stream.events():
             if await self.in_sequence(event):
                 await self.handle(event)
-                self.state.set_position(event.message.offset)
+                self.state.set_position(event.message.topic, event.message.offset)
 
     async def in_sequence(self, event: EventT) -> bool:
         """Skip what a partition has applied already; report offsets that were skipped.
 
-        The partition's position (last applied offset) lives in its own state, written after all else a
-        message changed. A message at or before it was applied (its state and events are in place) and is
-        redelivered after a crash or rebalance: skip it. A message beyond position + 1 means the consumer
-        skipped offsets; that is counted and logged (see README, Guarantees) and the message is applied.
+        The partition's position per topic (last applied offset) lives in its own state, written after all
+        else a message changed. A message at or before it was applied (its state and events are in place)
+        and is redelivered after a crash or rebalance: skip it. A message beyond position + 1 means the
+        consumer skipped offsets; that is counted and logged (see README, Guarantees) and the message is
+        applied.
         """
         msg = event.message
-        last = self.state.position()
+        last = self.state.position(msg.topic)
         if last is not None and msg.offset <= last:
             metrics.REDELIVERED.inc()
             return False
         if last is not None and msg.offset > last + 1:
             metrics.OFFSET_GAPS.inc()
-            log.error("partition %d: offset %d follows applied offset %d: %d message(s) skipped by the consumer",
-                      msg.partition, msg.offset, last, msg.offset - last - 1)
+            log.error("%s[%d]: offset %d follows applied offset %d: %d message(s) skipped by the consumer",
+                      msg.topic, msg.partition, msg.offset, last, msg.offset - last - 1)
         return True
 
     async def handle(self, event: EventT) -> None:
-        """Apply one record-change message (single, batch or sync marker)."""
+        """Apply one message: record changes, behavioural events, an import, a tick or a sync marker."""
         msg = event.message
         partition = msg.partition
         if self.synced.get(partition) != self.registry.generation:
@@ -139,41 +172,129 @@ class Engine:
             metrics.CHANGES.labels("deadlettered").inc()
             await self.flush([self.dead_letter(event, exc)])
             return
-        if message["type"] == "engine.sync":
-            return
-        if message["type"] == "segment.import":
-            await self.handle_import(event, message)
-            return
+        kind = message["type"]
+        now = self.advance_clock(partition, msg, message)
+        work = Work(self.state)
+        if kind == "engine.tick":
+            self.run_due(partition, now, work)
+        elif kind == "segment.import":
+            await self.handle_import(event, message, now, work)
+        elif kind in ("record.event", "record.events"):
+            self.apply_events(event, message, now, work)
+        elif kind in ("record.change", "record.changes"):
+            self.apply_changes(event, message, now, work)
+        await self.flush(work.out)
+        self.state.write((msg.offset, 1), work.membership, work.pending.items())
+        if work.more_due:  # a bounded share of due records per message; nudge the partition for the rest
+            await self.send_ticks([partition])
+
+    def apply_changes(self, event: EventT, message: dict[str, Any], now: int, work: "Work") -> None:
+        msg = event.message
         workspace = message["workspace"]
         batch = message["type"] == "record.changes"
-        out: list[Outgoing] = []
-        pending: dict[bytes, RecordState] = {}
-        membership: list[Scoped] = []
         for index, item in enumerate(message_changes(message)):
             try:
-                change = parse_change(item, workspace, self.registry.workspaces, partition, self.settings.partitions)
+                change = parse_change(item, workspace, self.registry.workspaces, msg.partition, self.settings.partitions)
                 key = record_key(workspace, change.object_type, change.record_id).encode()
-                prev = pending.get(key) or self.state.load(key)
-                outcome = apply_change(prev, change, self.registry.segment_set(workspace, change.object_type))
+                outcome = apply_change(work.load(key), change, self.registry.segment_set(workspace, change.object_type), now)
             except Exception as exc:  # noqa: BLE001 - nothing a change contains may stall its partition
-                if not isinstance(exc, EngineError):
-                    log.exception("change %d at %s:%s failed", index, msg.partition, msg.offset)
-                    exc = InternalError(f"{type(exc).__name__}: {exc}")
-                metrics.CHANGES.labels("deadlettered").inc()
-                out.append(self.dead_letter(event, exc, index if batch else None))
+                work.out.append(self.failed_item(event, exc, index if batch else None))
                 continue
             if outcome.state is None:
                 metrics.CHANGES.labels("stale").inc()
                 continue
             metrics.CHANGES.labels("applied").inc()
-            pending[key] = outcome.state
-            if outcome.transitions:
-                membership.append((workspace, change.object_type, change.record_id, outcome.transitions))
-                out.extend(self.membership_events(workspace, change.object_type, change.record_id, outcome.transitions))
-        await self.flush(out)
-        self.state.write((msg.offset, 1), membership, pending.items())
+            work.record(key, outcome.state, workspace, change.object_type, change.record_id, outcome.transitions, self, now)
 
-    async def handle_import(self, event: EventT, message: dict[str, Any]) -> None:
+    def apply_events(self, event: EventT, message: dict[str, Any], now: int, work: "Work") -> None:
+        msg = event.message
+        workspace = message["workspace"]
+        batch = message["type"] == "record.events"
+        for index, item in enumerate(message_events(message)):
+            try:
+                behaviour = parse_event(item, workspace, self.registry.workspaces, msg.partition, self.settings.partitions)
+                key = record_key(workspace, behaviour.object_type, behaviour.record_id).encode()
+                segments = self.registry.segment_set(workspace, behaviour.object_type)
+                outcome = apply_event(work.load(key), behaviour, segments, now)
+            except Exception as exc:  # noqa: BLE001 - nothing an event contains may stall its partition
+                work.out.append(self.failed_item(event, exc, index if batch else None))
+                continue
+            if outcome.state is None:
+                metrics.BEHAVIOUR_EVENTS.labels("ignored").inc()
+                continue
+            metrics.BEHAVIOUR_EVENTS.labels("applied").inc()
+            work.record(key, outcome.state, workspace, behaviour.object_type, behaviour.record_id,
+                        outcome.transitions, self, now)
+
+    def failed_item(self, event: EventT, exc: Exception, index: int | None) -> Outgoing:
+        """The dead letter of one change or event that could not be applied (an unexpected error included)."""
+        msg = event.message
+        if not isinstance(exc, EngineError):
+            log.exception("item %s at %s[%s]@%s failed", index, msg.topic, msg.partition, msg.offset)
+            exc = InternalError(f"{type(exc).__name__}: {exc}")
+        metrics.CHANGES.labels("deadlettered").inc()
+        return self.dead_letter(event, exc, index)
+
+    # ---- time: the partition clock and the schedule ---------------------------------------------
+
+    def advance_clock(self, partition: int, msg: Any, message: dict[str, Any]) -> int:
+        """The partition's time for this message. It never moves back. With the system clock it follows
+        message timestamps (so a replay sees the same time); a tick's `now` sets it in either mode.
+        Ticks persist it, so a worker taking the partition over starts from the same time."""
+        now = self.clocks.get(partition)
+        if now is None:
+            now = self.state.clock(partition) or 0
+        moved = now
+        if message["type"] == "engine.tick" and "now" in message.get("data", {}):
+            moved = max(now, message["data"]["now"])
+        elif self.settings.clock == "system":
+            stamp = int(msg.timestamp * 1000) if msg.timestamp else time.time_ns() // 1_000_000
+            moved = max(now, stamp)
+        self.clocks[partition] = moved
+        if message["type"] == "engine.tick" and moved != self.state.clock(partition):
+            self.state.set_clock(moved)
+        return moved
+
+    def now_of(self, partition: int) -> int:
+        """The time of a partition as last seen (for queries and backfills between messages)."""
+        if partition in self.clocks:
+            return self.clocks[partition]
+        stored = self.state.clock(partition)
+        if stored is not None:
+            return stored
+        return 0 if self.settings.clock == "manual" else time.time_ns() // 1_000_000
+
+    def run_due(self, partition: int, now: int, work: "Work") -> None:
+        """Re-evaluate the time-dependent segments of every record whose due instant has come."""
+        keys = self.state.due(partition, now, DUE_PER_MESSAGE + 1)
+        work.more_due = len(keys) > DUE_PER_MESSAGE
+        for key in keys[:DUE_PER_MESSAGE]:
+            state = work.load(key)
+            if state is None or state.scheduled is None or state.scheduled > now:
+                continue
+            workspace, object_type, record_id = split_record_key(key.decode())
+            transitions = apply_time(state, self.registry.segment_set(workspace, object_type), now)
+            metrics.SCHEDULED_RUNS.inc()
+            work.record(key, state, workspace, object_type, record_id, transitions, self, now)
+
+    async def _tick(self) -> None:
+        """System clock: nudge every partition this worker owns, so due records flip without traffic."""
+        if not self.registry_ready.is_set():
+            return
+        try:
+            owned = [tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.records_topic_name]
+        except Exception:  # noqa: BLE001 - not started or rebalancing: the next tick will do
+            return
+        if owned:
+            await self.send_ticks(owned)
+
+    async def send_ticks(self, partitions: Iterable[int], now: int | None = None) -> None:
+        marker = encode(envelope("engine.tick", {} if now is None else {"now": now}))
+        producer = self.app.producer
+        futures = [await producer.send(self.records_topic_name, None, marker, p, None, None) for p in partitions]
+        await asyncio.gather(*futures)
+
+    async def handle_import(self, event: EventT, message: dict[str, Any], now: int, work: "Work") -> None:
         """Add records to (or remove them from) a static segment; ids on the wrong partition are dead-lettered."""
         msg = event.message
         workspace, data = message["workspace"], message["data"]
@@ -181,27 +302,21 @@ class Engine:
         await self.registry_reaches(segment_key(workspace, object_type, segment_id), data.get("segment_version", 0))
         segment = self.registry.get(workspace, object_type, segment_id)
         if segment is None or segment.rule is not None or not segment.active:
-            await self.flush([self.dead_letter(event, NotImportable(
-                f"segment {workspace}/{object_type}/{segment_id} is not an active static segment"))])
+            work.out.append(self.dead_letter(event, NotImportable(
+                f"segment {workspace}/{object_type}/{segment_id} is not an active static segment")))
             return
-        out: list[Outgoing] = []
-        pending: dict[bytes, RecordState] = {}
-        membership: list[Scoped] = []
+        segments = self.registry.segment_set(workspace, object_type)
         for index, record_id in enumerate(data["record_ids"]):
             key_text = record_key(workspace, object_type, record_id)
             if (expected := partition_for(key_text, self.settings.partitions)) != msg.partition:
-                out.append(self.dead_letter(event, WrongPartition(
+                work.out.append(self.dead_letter(event, WrongPartition(
                     f"record {key_text!r} belongs to partition {expected}, message arrived on {msg.partition}"), index))
                 continue
             key = key_text.encode()
-            outcome = apply_import(pending.get(key) or self.state.load(key), segment_id, segment.version,
-                                   data["mode"] == "add", nonce=message["id"])
+            outcome = apply_import(work.load(key), segment_id, segment.version, data["mode"] == "add",
+                                   message["id"], segments, now)
             if outcome.transitions:
-                pending[key] = outcome.state  # type: ignore[assignment]
-                membership.append((workspace, object_type, record_id, outcome.transitions))
-                out.extend(self.membership_events(workspace, object_type, record_id, outcome.transitions))
-        await self.flush(out)
-        self.state.write((msg.offset, 1), membership, pending.items())
+                work.record(key, outcome.state, workspace, object_type, record_id, outcome.transitions, self, now)  # type: ignore[arg-type]
 
     async def registry_reaches(self, key: str, version: int, timeout: float = 30.0) -> None:
         """Wait (bounded) until the registry has applied `version` of a segment: an import published right
@@ -230,6 +345,8 @@ class Engine:
             for key, (version, removed) in todo.items():
                 workspace, object_type, segment_id = split_record_key(key)
                 segment_ids = scopes.setdefault((workspace, object_type), set())
+                # Segments that reference a changed or removed one are re-evaluated too.
+                segment_ids |= self.registry.segment_set(workspace, object_type).dependents.get(segment_id, frozenset())
                 if removed:
                     # Memberships go without events (a re-created id starts empty); one worker owns
                     # partition 0 and announces the deletion.
@@ -240,7 +357,7 @@ class Engine:
                 segment = self.registry.get(workspace, object_type, segment_id)
                 if segment is not None and segment.evaluated:
                     segment_ids.add(segment_id)
-            membership, changed = self._backfill_partition(partition, scopes, out)
+            membership, changed = self._backfill_partition(partition, scopes, out, self.now_of(partition))
             await self.flush(out)
             marker = (offset, 0)
             for key in removed_keys:
@@ -250,7 +367,7 @@ class Engine:
         self.synced[partition] = generation
 
     def _backfill_partition(
-        self, partition: int, scopes: dict[tuple[str, str], set[str]], out: list[Outgoing]
+        self, partition: int, scopes: dict[tuple[str, str], set[str]], out: list[Outgoing], now: int
     ) -> tuple[list[Scoped], list[tuple[bytes, RecordState]]]:
         """Re-evaluate the stored records of `scopes` (scope -> segment ids to evaluate)."""
         membership: list[Scoped] = []
@@ -263,21 +380,23 @@ class Engine:
             metrics.BACKFILLED_RECORDS.inc()
             state = RecordState.from_bytes(raw)
             member_count = len(state.members)
-            transitions = backfill(state, segment_ids, self.registry.segment_set(workspace, object_type))
+            segments = self.registry.segment_set(workspace, object_type)
+            transitions = backfill(state, segment_ids & segments.evaluated_ids, segments, now)
             if transitions:
                 membership.append((workspace, object_type, record_id, transitions))
-                out.extend(self.membership_events(workspace, object_type, record_id, transitions))
-            if transitions or len(state.members) != member_count:
+                out.extend(self.membership_events(workspace, object_type, record_id, transitions, now))
+            if transitions or len(state.members) != member_count or state.due != state.scheduled:
                 changed.append((key, state))
         return membership, changed
 
     async def _forget_synced(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         self.synced.clear()
+        self.clocks.clear()
 
     # ---- output ----------------------------------------------------------------------------------
 
     def membership_events(
-        self, workspace: str, object_type: str, record_id: str, transitions: list[Transition]
+        self, workspace: str, object_type: str, record_id: str, transitions: list[Transition], now: int
     ) -> Iterable[Outgoing]:
         key = record_key(workspace, object_type, record_id).encode()
         for t in transitions:
@@ -293,6 +412,7 @@ class Engine:
                 "record_version": t.record_version,
                 "segment_version": t.segment_version,
                 "cause": t.cause,
+                "at": now,
             }
             yield self.events_topic_name, key, encode(envelope(t.event_type, data, workspace=workspace, id_=event_id))
 

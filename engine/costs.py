@@ -9,12 +9,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from engine.rules import WALL_CLOCK, Context
+
 SAMPLE_EVERY = 32
 # A segment is "too heavy" when evaluating it takes at least this much CPU per second across all
 # workers: 100 ms/s is a tenth of a core spent on one segment.
 TOO_HEAVY_CPU_MS_PER_S = 100.0
 
-Predicate = Callable[[Mapping[str, Any]], bool]
+Predicate = Callable[[Mapping[str, Any], Context], bool]
 
 
 @dataclass
@@ -34,12 +36,12 @@ class CostMeter:
         cost = self.costs.setdefault(seg_key, SegmentCost())
         clock = time.perf_counter_ns
 
-        def measured(record: Mapping[str, Any]) -> bool:
+        def measured(record: Mapping[str, Any], context: Context = WALL_CLOCK) -> bool:
             cost.calls += 1
             if cost.calls % SAMPLE_EVERY:
-                return matches(record)
+                return matches(record, context)
             begin = clock()
-            result = matches(record)
+            result = matches(record, context)
             cost.sampled_ns += clock() - begin
             cost.sampled += 1
             return result

@@ -12,8 +12,9 @@ from kafka.partitioner.default import murmur2
 
 from engine.envelope import record_key
 from engine.errors import MalformedJson, MessageTooLarge, UnknownWorkspace, WrongPartition
-from engine.membership import Change
-from engine.rules import normalize_fields
+from engine.membership import Change, Event
+from engine.rules import normalize_fields, parse_datetime_ms
+from engine.rules.errors import FieldValueError
 from engine.schemas import validate_message
 from engine.workspaces import Workspaces
 
@@ -67,3 +68,26 @@ def parse_change(
     # unknown_field): the change is dead-lettered with that code.
     fields = normalize_fields(item.get("fields") or {}, catalog) if item["op"] == "upsert" else {}
     return Change(item["op"], object_type, item["id"], item["version"], fields)
+
+
+def message_events(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The raw event items of a record.event or record.events message."""
+    if message["type"] == "record.event":
+        return [message["data"]]
+    return message["data"]["events"]  # type: ignore[no-any-return]
+
+
+def parse_event(item: dict[str, Any], workspace: str, workspaces: Workspaces, partition: int, partitions: int) -> Event:
+    """Validate one behavioural event against its workspace and the partition it arrived on."""
+    object_type = item["object_type"]
+    if workspaces.catalog(workspace, object_type) is None:
+        raise UnknownWorkspace(f"workspace {workspace!r} is not configured")
+    key = record_key(workspace, object_type, item["record_id"])
+    expected = partition_for(key, partitions)
+    if expected != partition:
+        raise WrongPartition(f"record {key!r} belongs to partition {expected}, message arrived on {partition}")
+    try:
+        at = parse_datetime_ms(item["at"])
+    except ValueError as exc:
+        raise FieldValueError("field_type", "at", f"event 'at': {exc}") from None
+    return Event(item["id"], object_type, item["record_id"], item["name"], at, item.get("properties") or {})

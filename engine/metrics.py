@@ -39,3 +39,13 @@ REDELIVERED = Counter(
     "segment_engine_redelivered_messages_total",
     "Messages at or before a partition's applied position (redelivered after a crash or rebalance), skipped.",
 )
+BEHAVIOUR_EVENTS = Counter(
+    "segment_engine_behaviour_events_total",
+    "Behavioural events consumed, by outcome (applied; ignored = duplicate id or deleted record). "
+    "Dead-lettered ones are in segment_engine_dead_letters_total.",
+    ["outcome"],
+)
+SCHEDULED_RUNS = Counter(
+    "segment_engine_scheduled_evaluations_total",
+    "Records re-evaluated because time reached their due instant (relative dates, window expiry).",
+)

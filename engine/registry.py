@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 from engine.envelope import segment_key
 from engine.costs import CostMeter
 from engine.errors import UnknownWorkspace
-from engine.rules import CompiledRule, FieldIndex, load_rule
+from engine.rules import CompiledRule, FieldIndex, InvalidRule, RuleProblem, load_rule
 from engine.workspaces import Workspaces
 
 Scope = tuple[str, str]  # (workspace, object type)
@@ -29,7 +29,7 @@ class Segment:
     active: bool
     rule: CompiledRule | None  # None: a static segment, whose members come from imports
     definition: Mapping[str, Any]
-    matches: Callable[[Mapping[str, Any]], bool] | None = None  # the rule, metered (see engine/costs.py)
+    matches: Callable[..., bool] | None = None  # the rule, metered (see engine/costs.py)
 
     @property
     def evaluated(self) -> bool:
@@ -39,13 +39,23 @@ class Segment:
 
 @dataclass
 class SegmentSet:
-    """The segments of one workspace and object type, with the field index over the active ones."""
+    """The segments of one workspace and object type, with what the hot path needs precomputed:
+    the field index over the evaluated ones, which of them time can flip, who references whom (and an
+    evaluation order in which a referenced segment comes first), and the filtered activity streams."""
 
     segments: dict[str, Segment] = field(default_factory=dict)
     index: FieldIndex = field(default_factory=FieldIndex)
     evaluated_ids: frozenset[str] = frozenset()
+    timed_ids: frozenset[str] = frozenset()  # evaluated segments with relative dates or windows
+    time_fields: frozenset[str] = frozenset()  # fields whose change moves a time boundary
+    dependents: dict[str, frozenset[str]] = field(default_factory=dict)  # id -> evaluated ids referencing it
+    rank: dict[str, int] = field(default_factory=dict)  # evaluation order: references before referrers
+    filters: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)  # event -> (property, value)
 
     def put(self, segment: Segment) -> None:
+        """Add or replace a segment; raises InvalidRule if its references would form a cycle."""
+        if segment.rule is not None and segment.rule.references:
+            check_no_cycle(self.segments, segment)
         self.segments[segment.id] = segment
         self.index.remove(segment.id)
         if segment.evaluated:
@@ -58,7 +68,98 @@ class SegmentSet:
         self._refresh()
 
     def _refresh(self) -> None:
-        self.evaluated_ids = frozenset(s.id for s in self.segments.values() if s.evaluated)
+        evaluated = [s for s in self.segments.values() if s.evaluated]
+        rules = {s.id: s.rule for s in evaluated}
+        self.evaluated_ids = frozenset(rules)
+        self.timed_ids = frozenset(sid for sid, r in rules.items() if r.next_change is not None)  # type: ignore[union-attr]
+        self.time_fields = frozenset(f for r in rules.values() for f in r.time_fields)  # type: ignore[union-attr]
+        dependents: dict[str, set[str]] = {}
+        filters: dict[str, set[tuple[str, str]]] = {}
+        for sid, rule in rules.items():
+            for ref in rule.references:  # type: ignore[union-attr]
+                dependents.setdefault(ref, set()).add(sid)
+            for event, where in rule.streams:  # type: ignore[union-attr]
+                if where is not None:
+                    filters.setdefault(event, set()).add((where[0], where[1].casefold()))
+        self.dependents = {k: frozenset(v) for k, v in dependents.items()}
+        self.filters = {k: frozenset(v) for k, v in filters.items()}
+        self.rank = evaluation_order(self.segments)
+
+
+def _references(segment: Segment | None) -> frozenset[str]:
+    return segment.rule.references if segment is not None and segment.rule is not None else frozenset()
+
+
+def check_no_cycle(segments: Mapping[str, Segment], new: Segment) -> None:
+    """Refuse a definition whose segment references lead back to itself."""
+    def path_back(sid: str, trail: list[str]) -> list[str] | None:
+        if sid == new.id:
+            return trail
+        if sid in seen:
+            return None
+        seen.add(sid)
+        for ref in sorted(_references(segments.get(sid))):
+            found = path_back(ref, trail + [ref])
+            if found is not None:
+                return found
+        return None
+
+    seen: set[str] = set()
+    for ref in sorted(_references(new)):
+        cycle = path_back(ref, [new.id, ref])
+        if cycle is not None:
+            raise InvalidRule([RuleProblem(
+                "reference_cycle", "", "segment", "memberOf",
+                f"segment references form a cycle: {' -> '.join(cycle)}")])
+
+
+def reference_problems(segments: Mapping[str, Segment], segment_id: str, rule: CompiledRule) -> list[RuleProblem]:
+    """What is wrong with a rule's segment references before it is saved: unknown segments (they must
+    exist in the same workspace and object type) and cycles."""
+    problems = []
+    for node in _reference_conditions(rule.tree):
+        if node.value not in segments:
+            problems.append(RuleProblem(
+                "unknown_segment", node.path, node.field, node.operator,
+                f"segment {node.value!r} does not exist in this workspace and object type"))
+    if not problems:
+        probe = Segment("", "", segment_id, "", 0, True, rule, {})
+        try:
+            check_no_cycle(segments, probe)
+        except InvalidRule as exc:
+            problems.extend(exc.problems)
+    return problems
+
+
+def _reference_conditions(tree: Any) -> list[Any]:
+    stack, found = [tree], []
+    while stack:
+        node = stack.pop()
+        if hasattr(node, "rules"):
+            stack.extend(node.rules)
+        elif node.field == "segment":
+            found.append(node)
+    return sorted(found, key=lambda n: n.path)
+
+
+def referrers(segments: Mapping[str, Segment], segment_id: str) -> list[str]:
+    """Ids of the segments whose rules reference `segment_id`."""
+    return sorted(s.id for s in segments.values() if segment_id in _references(s))
+
+
+def evaluation_order(segments: Mapping[str, Segment]) -> dict[str, int]:
+    """Rank of every segment: 0 without references, else 1 + the highest rank it references."""
+    rank: dict[str, int] = {}
+
+    def of(sid: str) -> int:
+        if sid not in rank:
+            rank[sid] = 0  # a guard only: put() refuses cycles
+            rank[sid] = 1 + max((of(ref) for ref in _references(segments.get(sid)) if ref in segments), default=-1)
+        return rank[sid]
+
+    for sid in segments:
+        of(sid)
+    return rank
 
 
 EMPTY_SET = SegmentSet()

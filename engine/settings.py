@@ -29,6 +29,11 @@ class Settings:
     # A member that stops heartbeating for this long loses its partitions; a group (re)join waits up
     # to this long for members. Lower means faster failover and faster first start.
     session_timeout: float = 10.0
+    # Engine time. "system": a partition's clock follows its messages' timestamps, and each worker sends
+    # an engine.tick to the partitions it owns every tick_ms so time-based flips happen without traffic.
+    # "manual": time moves only by engine.tick messages carrying `now` (tests, `segment-engine clock set`).
+    clock: str = "system"
+    tick_ms: int = 1_000
 
     @property
     def broker_url(self) -> str:
@@ -62,4 +67,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_request_bytes=int(get("MAX_REQUEST_BYTES", str(defaults.max_request_bytes))),
         log_level=get("LOG_LEVEL", defaults.log_level),
         session_timeout=float(get("SESSION_TIMEOUT", str(defaults.session_timeout))),
+        clock=_clock(get("CLOCK", defaults.clock)),
+        tick_ms=int(get("TICK_MS", str(defaults.tick_ms))),
     )
+
+
+def _clock(value: str) -> str:
+    if value not in ("system", "manual"):
+        raise ValueError(f"{PREFIX}CLOCK must be 'system' or 'manual', got {value!r}")
+    return value

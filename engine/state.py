@@ -17,7 +17,9 @@ from engine.envelope import segment_key
 from engine.membership import ENTERED, RecordState, Transition
 
 APPLIED_KEY = b"\x00applied"  # {segment key: [version, removed]} this partition was synced to
-POSITION_KEY = b"\x00position"  # offset of the last record-changes message applied to this partition
+POSITION_KEY = b"\x00position:"  # + topic: offset of the last message of that topic applied here
+CLOCK_KEY = b"\x00clock"  # the partition's time (epoch ms), written when a tick moves it
+SCHEDULE_PREFIX = b"\x00s"  # + due (8 bytes, big-endian) + record key  →  b""
 COUNTS_KEY = b"\x00counts"  # {"at": [offset, phase], "n": {segment key: members in this partition}}
 MEMBER_PREFIX = b"\x00m"  # + segment key + NUL + record id  →  b"1"
 FIRST_RECORD_KEY = b"\x01"
@@ -30,6 +32,11 @@ Scoped = tuple[str, str, str, list[Transition]]  # workspace, object type, recor
 
 def member_prefix(seg_key: str) -> bytes:
     return MEMBER_PREFIX + seg_key.encode() + b"\x00"
+
+
+def schedule_key(due: int, record: bytes) -> bytes:
+    """Schedule entries sort by due time, so the due ones are a prefix scan from the start."""
+    return SCHEDULE_PREFIX + due.to_bytes(8, "big") + record
 
 
 class StateStore:
@@ -60,6 +67,12 @@ class StateStore:
         if deltas:
             self._add_counts(marker, deltas)
         for key, state in states:
+            if state.due != state.scheduled:  # move the record's entry in the schedule
+                if state.scheduled is not None:
+                    del table[schedule_key(state.scheduled, key)]
+                if state.due is not None:
+                    table[schedule_key(state.due, key)] = b""
+                state.scheduled = state.due
             table[key] = state.to_bytes()
 
     def _add_counts(self, marker: Marker, deltas: dict[str, int]) -> None:
@@ -84,13 +97,16 @@ class StateStore:
                 doc["at"] = list(max(tuple(doc["at"]), marker))
                 self.table[COUNTS_KEY] = orjson.dumps(doc)
 
-    def position(self) -> int | None:
-        raw = self.table.get(POSITION_KEY)
+    def position(self, topic: str) -> int | None:
+        raw = self.table.get(POSITION_KEY + topic.encode())
         return None if raw is None else int(raw)
 
-    def set_position(self, offset: int) -> None:
+    def set_position(self, topic: str, offset: int) -> None:
         """Written after everything a message changed: offsets up to here need no replay."""
-        self.table[POSITION_KEY] = str(offset).encode()
+        self.table[POSITION_KEY + topic.encode()] = str(offset).encode()
+
+    def set_clock(self, now: int) -> None:
+        self.table[CLOCK_KEY] = str(now).encode()
 
     def applied(self) -> dict[str, list[Any]]:
         raw = self.table.get(APPLIED_KEY)
@@ -116,6 +132,24 @@ class StateStore:
     def get(self, partition: int, key: bytes) -> RecordState | None:
         raw = self._db(partition).get(key)
         return None if raw is None else RecordState.from_bytes(raw)
+
+    def clock(self, partition: int) -> int | None:
+        raw = self._db(partition).get(CLOCK_KEY)
+        return None if raw is None else int(raw)
+
+    def due(self, partition: int, now: int, limit: int) -> list[bytes]:
+        """Keys of up to `limit` records of a partition whose schedule entry is due at `now`, earliest first."""
+        found: list[bytes] = []
+        for key in self._prefix_keys(partition, SCHEDULE_PREFIX):
+            if int.from_bytes(key[2:10], "big") > now or len(found) >= limit:
+                break
+            found.append(key[10:])
+        return found
+
+    def next_due(self, partition: int) -> int | None:
+        for key in self._prefix_keys(partition, SCHEDULE_PREFIX):
+            return int.from_bytes(key[2:10], "big")
+        return None
 
     def counts(self, partition: int) -> dict[str, int]:
         raw = self._db(partition).get(COUNTS_KEY)

@@ -42,6 +42,15 @@ RECORD_CHANGES = TopicSpec(
     retention_ms=7 * DAY_MS,
     doc="record.change and record.changes (batch) messages from upstream; engine.sync control markers",
 )
+BEHAVIOUR_EVENTS = TopicSpec(
+    name="behaviour-events",
+    key="workspace/object_type/record_id (of the first event, for batches)",
+    partitions=None,
+    compacted=False,
+    retention_ms=7 * DAY_MS,
+    doc="record.event and record.events (batch) behavioural events (e.g. purchase, page_view); "
+        "co-partitioned with record-changes so one worker owns a record's changes and events",
+)
 SEGMENT_DEFINITIONS = TopicSpec(
     name="segment-definitions",
     key="workspace/object_type/segment_id",
@@ -77,6 +86,7 @@ RECORD_STATE_CHANGELOG = TopicSpec(
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     RECORD_CHANGES,
+    BEHAVIOUR_EVENTS,
     SEGMENT_DEFINITIONS,
     SEGMENT_EVENTS,
     DEAD_LETTERS,

@@ -22,7 +22,7 @@ from engine.costs import TOO_HEAVY_CPU_MS_PER_S
 from engine.envelope import record_key, segment_key, utc_now_iso
 from engine.membership import RecordState
 from engine.registry import Segment
-from engine.rules import explain, load_rule
+from engine.rules import Context as RuleContext, explain, load_rule
 from engine.rules.catalog import OBJECT_TYPES
 
 MAX_PAGE = 1000
@@ -92,6 +92,11 @@ async def record_profile(ctx: Context) -> web.StreamResponse:
                   "version": state.version, "deleted": state.deleted, "fields": state.fields, "segments": members})
 
 
+def record_context(ctx: Context, key: str, state: RecordState) -> "RuleContext":
+    """What the record's rules see now: its partition's time, its memberships and activity."""
+    return RuleContext(ctx.engine.now_of(cluster(ctx).partition_of(key)), state.members, state.activity)
+
+
 async def record_current_results(ctx: Context) -> web.StreamResponse:
     """Every active segment of the record's type evaluated now against its stored fields."""
     workspace, object_type = await record_scope(ctx, ctx.params["object_type"])
@@ -100,8 +105,9 @@ async def record_current_results(ctx: Context) -> web.StreamResponse:
         return forwarded
     state = stored_record(ctx, key)
     started = time.perf_counter()
+    context = record_context(ctx, key, state)
     results = [
-        {"id": seg.id, "name": seg.name, "matches": (not state.deleted) and seg.rule.matches(state.fields),  # type: ignore[union-attr]
+        {"id": seg.id, "name": seg.name, "matches": (not state.deleted) and seg.rule.matches(state.fields, context),  # type: ignore[union-attr]
          "member": seg.id in state.members}
         for seg in sorted(ctx.engine.registry.segment_set(workspace, object_type).segments.values(), key=lambda s: s.id)
         if seg.evaluated and visible(ctx.principal, seg)
@@ -134,7 +140,8 @@ async def explain_record(ctx: Context) -> web.StreamResponse:
                       "record_version": state.version, "member": member, "matches": member,
                       "explanation": {"kind": "static", "result": member, "reason": "imported" if member else "not imported"}})
     catalog = ctx.engine.registry.workspaces.catalog(segment.workspace, segment.object_type)
-    tree = explain(segment.rule.tree, catalog, {} if state.deleted else state.fields)  # type: ignore[arg-type]
+    context = record_context(ctx, key, state)
+    tree = explain(segment.rule.tree, catalog, {} if state.deleted else state.fields, context)  # type: ignore[arg-type]
     return reply({"segment_id": segment.id, "segment_version": segment.version, "record_id": ctx.params["record_id"],
                   "record_version": state.version, "member": segment.id in state.members,
                   "matches": tree.result, "explanation": tree.to_json()})
@@ -295,12 +302,13 @@ async def preview_rule(ctx: Context) -> web.StreamResponse:
     prefix = f"{workspace}/{body['object_type']}/".encode()
     count, scanned, sample = 0, 0, []
     for partition in cluster(ctx).local_partitions():
+        now = ctx.engine.now_of(partition)
         for key, raw_state in ctx.engine.state.records(partition, prefix):
             state = RecordState.from_bytes(raw_state)
             if state.deleted:
                 continue
             scanned += 1
-            if rule.matches(state.fields):
+            if rule.matches(state.fields, RuleContext(now, state.members, state.activity)):
                 count += 1
                 if len(sample) < sample_size:
                     sample.append(key[len(prefix):].decode())

@@ -26,8 +26,8 @@ from engine.api.scope import find_segment, visible, workspace_of
 from engine.api.server import Context, Routes, reply
 from engine.envelope import encode, envelope, segment_key, utc_now_iso
 from engine.errors import SchemaViolation
-from engine.registry import Segment
-from engine.rules import OBJECT_TYPES, load_rule
+from engine.registry import Segment, reference_problems, referrers
+from engine.rules import OBJECT_TYPES, InvalidRule, load_rule
 from engine.schemas import validate_message
 
 log = logging.getLogger("segment_engine.api.segments")
@@ -258,7 +258,10 @@ async def save(
     elif attrs.get("rule") is None:
         raise missing("rule")
     else:
-        load_rule(attrs["rule"], catalog)  # raises InvalidRule: 422 invalid_rule with every problem
+        rule = load_rule(attrs["rule"], catalog)  # raises InvalidRule: 422 invalid_rule with every problem
+        problems = reference_problems(registry.segment_set(workspace, object_type).segments, segment_id, rule)
+        if problems:
+            raise InvalidRule(problems)
     name_key = attrs["name"].casefold()
     for other in registry.segment_set(workspace, object_type).segments.values():
         if other.id != segment_id and other.name.strip().casefold() == name_key:
@@ -385,6 +388,10 @@ async def delete_segment(ctx: Context) -> web.Response:
     workspace = await workspace_of(ctx)
     check_write(ctx.principal)
     segment = find_segment(ctx, workspace)
+    using = referrers(ctx.engine.registry.segment_set(workspace, segment.object_type).segments, segment.id)
+    if using:
+        raise ApiError(409, "segment_in_use", f"segment {segment.id!r} is referenced by {', '.join(using)}; "
+                       "change or delete those first", referenced_by=using)
     key = segment_key(workspace, segment.object_type, segment.id)
     data = {"id": segment.id, "object_type": segment.object_type, "version": next_version(ctx, key)}
     await publish(ctx, workspace, "segment.removed", data)

@@ -153,3 +153,52 @@ def catalog_for(object_type: str, custom: Mapping[str, FieldType | str] | None =
             ) from None
         fields[CUSTOM_PREFIX + bare] = ftype
     return Catalog(object_type, fields)
+
+
+# ---- fields that are not record fields: behavioural aggregates and segment membership -----------
+
+EVENTS_PREFIX = "events."
+SEGMENT_FIELD = "segment"
+AGGREGATE_FUNCTIONS: Mapping[str, FieldType] = MappingProxyType({
+    "count": FieldType.NUMBER, "sum": FieldType.NUMBER, "min": FieldType.NUMBER,
+    "max": FieldType.NUMBER, "last_seen": FieldType.DATETIME,
+})
+_NEEDS_PROPERTY = frozenset({"sum", "min", "max"})
+
+
+class AggregateField(tuple[str, str, "str | None"]):
+    """``events.<event>.<function>[.<property>]`` split into its parts."""
+
+    __slots__ = ()
+
+    @property
+    def event(self) -> str:
+        return self[0]
+
+    @property
+    def function(self) -> str:
+        return self[1]
+
+    @property
+    def prop(self) -> str | None:
+        return self[2]
+
+    @property
+    def field_type(self) -> FieldType:
+        return AGGREGATE_FUNCTIONS[self[1]]
+
+
+def parse_aggregate_field(name: str) -> AggregateField | str:
+    """The parts of an aggregate field, or a message saying what is wrong with it."""
+    parts = name[len(EVENTS_PREFIX):].split(".")
+    if len(parts) not in (2, 3) or any(FIELD_NAME_RE.fullmatch(p) is None for p in parts):
+        return ("aggregate fields look like events.<event>.count, events.<event>.last_seen or "
+                "events.<event>.sum|min|max.<property> (names in lower snake case)")
+    event, function = parts[0], parts[1]
+    prop = parts[2] if len(parts) == 3 else None
+    if function not in AGGREGATE_FUNCTIONS:
+        return f"unknown aggregate {function!r}; expected one of {', '.join(AGGREGATE_FUNCTIONS)}"
+    if (function in _NEEDS_PROPERTY) != (prop is not None):
+        return (f"aggregate {function!r} needs a numeric property (events.{event}.{function}.<property>)"
+                if function in _NEEDS_PROPERTY else f"aggregate {function!r} takes no property")
+    return AggregateField((event, function, prop))

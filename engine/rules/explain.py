@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .catalog import FieldType
-from .compile import compile_condition
+from .catalog import SEGMENT_FIELD
+from .compile import compile_condition, value_getter
+from .context import WALL_CLOCK, Context
 from .errors import InvalidRule
 from .model import Condition, Group, Rule
-from .validate import coerce_operand, validate_rule
+from .validate import coerce_operand, field_type, validate_rule
 
 
 @dataclass(frozen=True)
@@ -60,27 +62,32 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def explain(group: Group, catalog: Mapping[str, FieldType], record: Mapping[str, Any]) -> Explanation:
-    """Explanation tree of ``group`` over a normalised ``record``; raises InvalidRule if invalid."""
+def explain(
+    group: Group, catalog: Mapping[str, FieldType], record: Mapping[str, Any], context: Context = WALL_CLOCK
+) -> Explanation:
+    """Explanation tree of ``group`` over a normalised ``record`` (at ``context``'s time, memberships
+    and activity); raises InvalidRule if invalid. For an aggregate, ``actual`` is its value; for a
+    segment reference, whether the record is in that segment."""
     problems = validate_rule(group, catalog)
     if problems:
         raise InvalidRule(problems)
-    return _explain(group, catalog, record)
+    return _explain(group, catalog, record, context)
 
 
-def _explain(rule: Rule, catalog: Mapping[str, FieldType], record: Mapping[str, Any]) -> Explanation:
+def _explain(rule: Rule, catalog: Mapping[str, FieldType], record: Mapping[str, Any], context: Context) -> Explanation:
     if isinstance(rule, Condition):
-        ftype = catalog[rule.field]
+        ftype = field_type(rule.field, catalog)
+        expected = rule.value if rule.field == SEGMENT_FIELD else coerce_operand(ftype, rule.operator, rule.value)  # type: ignore[arg-type]
         return Explanation(
             path=rule.path,
             kind="condition",
-            result=compile_condition(rule, ftype)(record),
+            result=compile_condition(rule, catalog)(record, context),
             field=rule.field,
             operator=rule.operator,
-            expected=coerce_operand(ftype, rule.operator, rule.value),
-            actual=record.get(rule.field),
+            expected=expected,
+            actual=value_getter(rule)(record, context),
         )
-    children = tuple(_explain(child, catalog, record) for child in rule.rules)
+    children = tuple(_explain(child, catalog, record, context) for child in rule.rules)
     if rule.combinator == "and":
         result = all(c.result for c in children)
     else:

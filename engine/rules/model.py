@@ -12,12 +12,18 @@ from typing import Any, TypeAlias
 
 @dataclass(frozen=True)
 class Condition:
-    """``field operator value``; ``value`` is as parsed (lists become tuples), typed later."""
+    """``field operator value``; ``value`` is as parsed (lists become tuples), typed later.
+
+    Aggregate conditions (``events.…`` fields) may also carry a sliding ``window`` (a duration as
+    given) and a ``where`` filter (``((property, value), …)``); other conditions have neither.
+    """
 
     field: str
     operator: str
     value: Any
     path: str
+    window: Any = None
+    where: tuple[tuple[Any, Any], ...] | None = None
 
 
 @dataclass(frozen=True)

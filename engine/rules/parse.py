@@ -148,7 +148,13 @@ class _Parser:
             value = split_comma_list(value)
         else:
             value = _freeze(value)
-        return Condition(f, op, value, path)
+        where = obj.get("where")
+        if where is not None:
+            if not isinstance(where, dict):
+                self.problem(path, f"'where' must be an object of property: value, got {type(where).__name__}", f, op)
+                return None
+            where = tuple((k, _freeze(v)) for k, v in where.items())
+        return Condition(f, op, value, path, _freeze(obj.get("window")), where)
 
 
 def parse_rule(obj: Any) -> Group:

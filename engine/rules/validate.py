@@ -12,7 +12,17 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .catalog import FieldType, is_valid_field_name
+from .activity import HORIZON_MS
+from .catalog import (
+    EVENTS_PREFIX,
+    FIELD_NAME_RE,
+    SEGMENT_FIELD,
+    AggregateField,
+    FieldType,
+    is_valid_field_name,
+    parse_aggregate_field,
+)
+from .durations import parse_duration_ms
 from .errors import RuleProblem
 from .model import Condition, Group, Rule
 from .values import parse_datetime_ms
@@ -28,14 +38,20 @@ _STRING_OPS = frozenset({
 })
 _ORDERED_OPS = frozenset({"=", "!=", "<", ">", "<=", ">=", "between", "notBetween", "null", "notNull"})
 
+#: Relative-date operators: their value is a duration and their result depends on the time.
+RELATIVE_OPS = frozenset({"withinLast", "moreThanAgo", "withinNext"})
+#: Operators on the ``segment`` field: membership of another segment (value: its id).
+SEGMENT_OPS = frozenset({"memberOf", "notMemberOf"})
+_SEGMENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
 OPERATORS_BY_TYPE: Mapping[FieldType, frozenset[str]] = {
     FieldType.STRING: _STRING_OPS,
     FieldType.NUMBER: _ORDERED_OPS | {"in", "notIn"},
     FieldType.BOOLEAN: frozenset({"=", "!=", "null", "notNull"}),
-    FieldType.DATETIME: _ORDERED_OPS,
+    FieldType.DATETIME: _ORDERED_OPS | RELATIVE_OPS | {"before", "after"},
     FieldType.TAGS: frozenset({"hasAny", "hasAll", "hasNone", "contains", "doesNotContain", "null", "notNull"}),
 }
-ALL_OPERATORS: frozenset[str] = frozenset().union(*OPERATORS_BY_TYPE.values())
+ALL_OPERATORS: frozenset[str] = frozenset().union(*OPERATORS_BY_TYPE.values(), SEGMENT_OPS)
 
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
@@ -127,6 +143,11 @@ def coerce_operand(ftype: FieldType, operator: str, value: Any) -> Any:
     """
     if operator in ("null", "notNull"):
         return None
+    if operator in RELATIVE_OPS:
+        try:
+            return parse_duration_ms(value)
+        except ValueError as exc:
+            raise OperandError("invalid_value", str(exc)) from None
     scalar = _SCALAR[ftype]
     if operator in ("in", "notIn", "hasAny", "hasAll", "hasNone"):
         return tuple(scalar(v) for v in _list(value))
@@ -187,6 +208,14 @@ def _check(rule: Any, catalog: Mapping[str, FieldType], depth: int, problems: li
         problems.append(RuleProblem("invalid_shape", "", None, None, f"unexpected rule node {type(rule).__name__}"))
 
 
+def field_type(field: str, catalog: Mapping[str, FieldType]) -> FieldType | None:
+    """The type of a record field or an aggregate field; None if there is no such field."""
+    if field.startswith(EVENTS_PREFIX):
+        parsed = parse_aggregate_field(field)
+        return parsed.field_type if isinstance(parsed, AggregateField) else None
+    return catalog.get(field)
+
+
 def check_condition(cond: Condition, catalog: Mapping[str, FieldType]) -> RuleProblem | None:
     """The first problem with one condition, or None."""
     field, op, path = cond.field, cond.operator, cond.path
@@ -194,11 +223,30 @@ def check_condition(cond: Condition, catalog: Mapping[str, FieldType]) -> RulePr
     def problem(code: str, message: str) -> RuleProblem:
         return RuleProblem(code, path, field, op, message)
 
-    if not is_valid_field_name(field):
-        return problem("invalid_field_name", f"{field!r} is not a valid field name")
-    ftype = catalog.get(field)
-    if ftype is None:
-        return problem("unknown_field", f"unknown field {field!r}")
+    if field == SEGMENT_FIELD:
+        if op not in SEGMENT_OPS:
+            return problem("operator_not_allowed", f"the segment field takes memberOf or notMemberOf, not {op!r}")
+        if not isinstance(cond.value, str) or _SEGMENT_ID.fullmatch(cond.value) is None:
+            return problem("invalid_value", f"{op} needs a segment id, got {_kind(cond.value)}")
+        return _no_window_or_where(cond, problem)
+    if field.startswith(EVENTS_PREFIX):
+        parsed = parse_aggregate_field(field)
+        if not isinstance(parsed, AggregateField):
+            return problem("unknown_field", parsed)
+        found = _check_aggregate_options(cond, problem)
+        if found is not None:
+            return found
+        ftype: FieldType | None = parsed.field_type
+    else:
+        if not is_valid_field_name(field):
+            return problem("invalid_field_name", f"{field!r} is not a valid field name")
+        ftype = catalog.get(field)
+        if ftype is None:
+            return problem("unknown_field", f"unknown field {field!r}")
+        found = _no_window_or_where(cond, problem)
+        if found is not None:
+            return found
+    assert ftype is not None
     if op not in ALL_OPERATORS:
         return problem("unknown_operator", f"unknown operator {op!r}")
     if op not in OPERATORS_BY_TYPE[ftype]:
@@ -210,3 +258,38 @@ def check_condition(cond: Condition, catalog: Mapping[str, FieldType]) -> RulePr
     except OperandError as exc:
         return problem(exc.code, f"field {field!r} ({ftype.value}) operator {op!r}: {exc.message}")
     return None
+
+
+def _no_window_or_where(cond: Condition, problem: Callable[[str, str], RuleProblem]) -> RuleProblem | None:
+    if cond.window is not None or cond.where is not None:
+        return problem("invalid_shape", "only aggregate conditions (events.…) take 'window' or 'where'")
+    return None
+
+
+def _check_aggregate_options(cond: Condition, problem: Callable[[str, str], RuleProblem]) -> RuleProblem | None:
+    if cond.window is not None:
+        try:
+            window = condition_window(cond)
+        except ValueError as exc:
+            return problem("invalid_window", f"window: {exc}")
+        if window is not None and window > HORIZON_MS:
+            return problem("invalid_window", f"window is longer than the {HORIZON_MS // 86_400_000}-day horizon")
+    if cond.where is not None:
+        if len(cond.where) != 1:
+            return problem("invalid_where", "'where' filters on exactly one event property")
+        (prop, value), = cond.where
+        if not isinstance(prop, str) or FIELD_NAME_RE.fullmatch(prop) is None:
+            return problem("invalid_where", f"where: {prop!r} is not a valid property name")
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_STRING_LENGTH:
+            return problem("invalid_where", f"where: property {prop!r} must equal a non-empty string")
+    return None
+
+
+def condition_window(cond: Condition) -> int | None:
+    """An aggregate condition's window in ms (None = all time); ValueError if it is not a duration."""
+    return None if cond.window is None else parse_duration_ms(cond.window)
+
+
+def condition_where(cond: Condition) -> tuple[str, str] | None:
+    """An aggregate condition's one (property, value) filter, or None."""
+    return None if cond.where is None else cond.where[0]
