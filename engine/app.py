@@ -42,6 +42,20 @@ Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 DUE_PER_MESSAGE = 2_000  # due records re-evaluated per tick message; the rest on the next one
 
 
+class _Replayed:
+    """A message re-read by repair_gap, shaped like the Faust event `handle` expects."""
+
+    def __init__(self, record: Any) -> None:
+        self.message = _ReplayedMessage(record)
+
+
+class _ReplayedMessage:
+    def __init__(self, record: Any) -> None:
+        self.topic, self.partition, self.offset = record.topic, record.partition, record.offset
+        self.key, self.value = record.key, record.value
+        self.timestamp = record.timestamp / 1000 if record.timestamp is not None and record.timestamp >= 0 else None
+
+
 class Work:
     """What one message does: events to produce, record states to write, membership changes to index.
     Everything is produced and acknowledged before any of it is written."""
@@ -136,29 +150,50 @@ class Engine:
     async def _agent(self, stream: faust.StreamT) -> None:
         await self.registry_ready.wait()
         async for event in stream.events():
-            if await self.in_sequence(event):
-                await self.handle(event)
-                self.state.set_position(event.message.topic, event.message.offset)
+            msg = event.message
+            last = self.state.position(msg.topic)
+            if last is not None and msg.offset <= last:
+                # Applied already (its state and events are in place): redelivered after a crash or rebalance.
+                metrics.REDELIVERED.inc()
+                continue
+            if msg.offset > (last if last is not None else -1) + 1:
+                await self.repair_gap(event, (last if last is not None else -1) + 1)
+            await self.handle(event)
+            self.state.set_position(msg.topic, msg.offset)
 
-    async def in_sequence(self, event: EventT) -> bool:
-        """Skip what a partition has applied already; report offsets that were skipped.
+    async def repair_gap(self, event: EventT, start: int) -> None:
+        """Apply the messages between the partition's applied position and this one, which the consumer
+        skipped.
 
-        The partition's position per topic (last applied offset) lives in its own state, written after all
-        else a message changed. A message at or before it was applied (its state and events are in place)
-        and is redelivered after a crash or rebalance: skip it. A message beyond position + 1 means the
-        consumer skipped offsets; that is counted and logged (see README, Guarantees) and the message is
-        applied.
+        The position per topic (last applied offset) lives in the partition's own state, written after all
+        else a message changed, so it is exactly as durable as that state. After a SIGKILL, Faust's
+        committed offset can be ahead of it (the changelog had not reached the broker when the offset
+        was committed) and the consumer resumes past messages whose state was lost. Those messages are
+        read again here, with a consumer of our own, and applied in order before this one; the events
+        they imply carry the same deterministic ids as the first time.
         """
         msg = event.message
-        last = self.state.position(msg.topic)
-        if last is not None and msg.offset <= last:
-            metrics.REDELIVERED.inc()
-            return False
-        if last is not None and msg.offset > last + 1:
-            metrics.OFFSET_GAPS.inc()
-            log.error("%s[%d]: offset %d follows applied offset %d: %d message(s) skipped by the consumer",
-                      msg.topic, msg.partition, msg.offset, last, msg.offset - last - 1)
-        return True
+        metrics.OFFSET_GAPS.inc()
+        log.warning("%s[%d]: offset %d follows applied offset %d: re-reading %d skipped message(s)",
+                    msg.topic, msg.partition, msg.offset, start - 1, msg.offset - start)
+        tp = TopicPartition(msg.topic, msg.partition)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
+                                    group_id=None, auto_offset_reset="earliest",
+                                    max_partition_fetch_bytes=self.settings.max_message_bytes * 2)
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            while (await consumer.position(tp)) < msg.offset:
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=500)
+                for record in batch.get(tp, []):
+                    if record.offset >= msg.offset:
+                        return
+                    await self.handle(_Replayed(record))
+                    self.state.set_position(msg.topic, record.offset)
+                    metrics.GAP_MESSAGES.inc()
+        finally:
+            await consumer.stop()
 
     async def handle(self, event: EventT) -> None:
         """Apply one message: record changes, behavioural events, an import, a tick or a sync marker."""

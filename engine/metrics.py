@@ -32,8 +32,12 @@ SEGMENTS_DEFINED = Gauge(
 )
 OFFSET_GAPS = Counter(
     "segment_engine_offset_gaps_total",
-    "Times a partition's next message came after unapplied offsets: messages the consumer skipped "
-    "(seen after a SIGKILL and rebalance with Faust; see README, Guarantees).",
+    "Times a partition's next message came after unapplied offsets (the consumer's committed offset was "
+    "ahead of the durable state after a SIGKILL); the skipped messages are re-read and applied.",
+)
+GAP_MESSAGES = Counter(
+    "segment_engine_gap_messages_total",
+    "Messages re-read and applied because the consumer had skipped them (see offset_gaps_total).",
 )
 REDELIVERED = Counter(
     "segment_engine_redelivered_messages_total",
