@@ -118,6 +118,36 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.client import Publisher
+
+    require_broker(settings)
+    source = sys.stdin.buffer if args.file in (None, "-") else open(args.file, "rb")
+    events = [orjson.loads(line) for line in source if line.strip()]
+    publisher = Publisher(settings)
+    messages = publisher.publish_events(args.workspace, events, max(1, args.batch))
+    publisher.close()
+    print(f"published {len(events)} event(s) in {messages} message(s)")
+    return 0
+
+
+def cmd_clock_set(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.client import Publisher
+    from engine.rules import parse_datetime_ms
+
+    require_broker(settings)
+    try:
+        now = parse_datetime_ms(int(args.when) if args.when.isdigit() else args.when)
+    except ValueError as exc:
+        sys.exit(f"segment-engine clock set: {exc}")
+    publisher = Publisher(settings)
+    publisher.set_clock(now)
+    publisher.close()
+    print(f"clock set to {now} ms on {settings.partitions} partition(s)"
+          + ("" if settings.clock == "manual" else " (workers on the system clock only move forward with it)"))
+    return 0
+
+
 def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     from engine.tail import tail
 
@@ -198,6 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", type=int, default=500, help="distinct contacts for --sample")
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("events", help="publish behavioural events (NDJSON {id, object_type, record_id, name, at, properties})")
+    p.add_argument("file", nargs="?", help="NDJSON file; - or nothing for stdin")
+    p.add_argument("--workspace", default="demo")
+    p.add_argument("--batch", type=int, default=1, help="events per message (grouped by partition)")
+    p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser("clock", help="engine time (for SEGMENT_ENGINE_CLOCK=manual)")
+    clock_sub = p.add_subparsers(dest="clock_command", required=True)
+    p = clock_sub.add_parser("set", help="move every partition's time to WHEN and run what is due")
+    p.add_argument("when", help="ISO-8601 (naive = UTC) or epoch milliseconds")
+    p.set_defaults(func=cmd_clock_set)
 
     p = sub.add_parser("tail", help="print segment entered/exited/deleted events")
     p.add_argument("--follow", action="store_true", help="keep waiting for new events")

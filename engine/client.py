@@ -1,8 +1,9 @@
-"""Publishing helpers for upstream systems and the CLI: record changes and segment definitions.
+"""Publishing helpers for upstream systems and the CLI: record changes, behavioural events, segment
+definitions, imports and (manual clock) time.
 
-Changes are keyed `workspace/object_type/record_id` and partitioned with Kafka's default partitioner;
-batches are formed per partition, because a record.changes message may only carry records of the
-partition it is sent to.
+Changes and events are keyed `workspace/object_type/record_id` and partitioned with Kafka's default
+partitioner; batches are formed per partition, because a record.changes / record.events message may
+only carry records of the partition it is sent to.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from engine.intake import partition_for
 from engine.settings import Settings
 
 Change = Mapping[str, Any]  # {"op", "object_type", "id", "version", "fields"}
+BehaviourEvent = Mapping[str, Any]  # {"id", "object_type", "record_id", "name", "at", "properties"}
 T = TypeVar("T")
 IMPORT_CHUNK = 5000  # record ids per segment.import message
 
@@ -35,6 +37,7 @@ class Publisher:
             acks="all",
         )
         self.records_topic = topics.RECORD_CHANGES.full_name(settings.topic_prefix)
+        self.behaviour_topic = topics.BEHAVIOUR_EVENTS.full_name(settings.topic_prefix)
         self.definitions_topic = topics.SEGMENT_DEFINITIONS.full_name(settings.topic_prefix)
 
     def publish_change(self, workspace: str, change: Change) -> None:
@@ -58,6 +61,27 @@ class Publisher:
             self.producer.send(self.records_topic, key=key.encode(), value=encode(message), partition=partition)
             sent += 1
         return sent
+
+    def publish_events(self, workspace: str, events: Iterable[BehaviourEvent], batch_size: int = 1) -> int:
+        """Behavioural events: one per record.event message, or record.events batches per partition."""
+        sent = 0
+        key_of = lambda e: record_key(workspace, e["object_type"], e["record_id"])  # noqa: E731
+        for partition, chunk in group_by_partition(events, key_of, self.settings.partitions, batch_size):
+            if batch_size == 1:
+                message = envelope("record.event", dict(chunk[0]), workspace=workspace, source=self.source)
+            else:
+                message = envelope("record.events", {"events": [dict(e) for e in chunk]}, workspace=workspace,
+                                   source=self.source)
+            self.producer.send(self.behaviour_topic, key=key_of(chunk[0]).encode(), value=encode(message),
+                               partition=partition)
+            sent += 1
+        return sent
+
+    def set_clock(self, now_ms: int) -> None:
+        """Manual clock: move every partition's time to `now_ms` (it never moves back) and run what is due."""
+        message = encode(envelope("engine.tick", {"now": now_ms}, source=self.source))
+        for partition in range(self.settings.partitions):
+            self.producer.send(self.records_topic, value=message, partition=partition)
 
     def publish_raw(self, value: bytes, key: bytes | None = None, partition: int | None = None) -> None:
         """Put arbitrary bytes on the record-change topic (tests and replays of dead letters)."""

@@ -48,6 +48,8 @@ class WorkerProcess:
             SEGMENT_ENGINE_WORKSPACES_FILE=str(settings.workspaces_file),
             SEGMENT_ENGINE_TOKENS_FILE=str(settings.tokens_file),
             SEGMENT_ENGINE_SESSION_TIMEOUT=str(settings.session_timeout),
+            SEGMENT_ENGINE_CLOCK=settings.clock,
+            SEGMENT_ENGINE_TICK_MS=str(settings.tick_ms),
             SEGMENT_ENGINE_LOG_LEVEL="info",
         )
         self.web_port = int(self.env["SEGMENT_ENGINE_WEB_PORT"])

@@ -18,7 +18,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
                           env=env, timeout=60)
 
 
-@pytest.mark.parametrize("command", [[], ["worker"], ["topics", "create"], ["segments", "apply"], ["segments", "import"], ["segments", "remove"], ["publish"], ["tail"], ["run"]])
+@pytest.mark.parametrize("command", [[], ["worker"], ["topics", "create"], ["segments", "apply"], ["segments", "import"], ["segments", "remove"], ["publish"], ["events"], ["clock", "set"], ["tail"], ["run"]])
 def test_every_subcommand_has_help(command: list[str]) -> None:
     result = cli(*command, "--help")
     assert result.returncode == 0 and "usage: segment-engine" in result.stdout
