@@ -396,6 +396,51 @@ def test_a_segment_created_over_http_takes_effect(api: Api) -> None:
     )
 
 
+def test_nested_segments_update_transitively_and_cycles_are_refused(api: Api) -> None:
+    harness = api.harness
+    tag = uuid.uuid4().hex[:6]
+    url = BASE.format(ws="acme")
+    a = api.create(name=f"A {tag}", rule=PL)["id"]
+    b = api.create(name=f"B {tag}", rule={"combinator": "and", "rules": [
+        {"field": "segment", "operator": "memberOf", "value": a},
+        {"field": "lifetime_value", "operator": ">", "value": 100}]})["id"]
+    c = api.create(name=f"C {tag}", rule={"combinator": "or", "rules": [
+        {"field": "segment", "operator": "memberOf", "value": b},
+        {"field": "tags", "operator": "hasAny", "value": ["vip"]}]})["id"]
+    rid = f"{tag}-n1"
+
+    def flips() -> list[tuple[str, str]]:
+        return [(e["type"].split(".")[1], e["data"]["segment_id"]) for e in harness.events()
+                if e["data"].get("record_id") == rid]
+
+    harness.publisher.publish_change("acme", {"op": "upsert", "object_type": "contact", "id": rid, "version": 1,
+                                              "fields": {"country": "PL", "lifetime_value": 500}})
+    harness.publisher.flush()
+    # One change to a field only A reads moves the record through A, then B, then C, in that order.
+    harness.wait_for(lambda: flips() == [("entered", a), ("entered", b), ("entered", c)], what="A, B, C entered")
+    harness.publisher.publish_change("acme", {"op": "upsert", "object_type": "contact", "id": rid, "version": 2,
+                                              "fields": {"country": "DE"}})
+    harness.publisher.flush()
+    harness.wait_for(lambda: flips()[3:] == [("exited", a), ("exited", b), ("exited", c)], what="A, B, C exited")
+
+    # A cycle (A -> C -> B -> A) and a self-reference are refused naming the cycle; so is an unknown segment.
+    status, body = api.call("PATCH", f"{url}/{a}", body={"rule": {"combinator": "and", "rules": [
+        {"field": "segment", "operator": "notMemberOf", "value": c}]}})
+    assert status == 422 and body["error"]["problems"][0]["code"] == "reference_cycle"
+    assert f"{a} -> {c} -> {b} -> {a}" in body["error"]["problems"][0]["message"]
+    status, body = api.call("PATCH", f"{url}/{b}", body={"rule": {"combinator": "and", "rules": [
+        {"field": "segment", "operator": "memberOf", "value": b}]}})
+    assert status == 422 and body["error"]["problems"][0]["code"] == "reference_cycle"
+    status, body = api.call("POST", url, body=dict(GOOD, name=f"D {tag}", rule={"combinator": "and", "rules": [
+        {"field": "segment", "operator": "memberOf", "value": "no-such-segment"}]}))
+    assert status == 422 and body["error"]["problems"][0] == {
+        "code": "unknown_segment", "path": "/rules/0", "field": "segment", "operator": "memberOf",
+        "message": "segment 'no-such-segment' does not exist in this workspace and object type"}
+    # A referenced segment cannot be deleted while referenced.
+    status, body = api.call("DELETE", f"{url}/{a}")
+    assert status == 409 and body["error"]["code"] == "segment_in_use" and body["error"]["referenced_by"] == [b]
+
+
 # ---- OpenAPI --------------------------------------------------------------------------------------
 
 
