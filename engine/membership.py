@@ -161,19 +161,24 @@ def apply_event(prev: RecordState | None, event: Event, segments: SegmentSet, no
         return STALE
     if prev is not None and event.id in prev.seen:
         return STALE
-    if prev is None:
-        state = RecordState(0, {}, set())
-    else:
-        state = RecordState(prev.version, prev.fields, set(prev.members), due=prev.due,
-                            activity=prev.activity, seen=list(prev.seen), scheduled=prev.scheduled)
-    state.seen.append(event.id)
-    if len(state.seen) > SEEN_EVENT_IDS:
-        del state.seen[: len(state.seen) - SEEN_EVENT_IDS]
     streams = [event.name]
     for prop, value in segments.filters.get(event.name, ()):
         actual = event.properties.get(prop)
         if isinstance(actual, str) and actual.casefold() == value:
             streams.append(stream_name(event.name, (prop, value)))
+    if prev is None:
+        state = RecordState(0, {}, set())
+    else:
+        # Copy what the event changes: `prev` stays as it was (a failure later leaves nothing half-applied).
+        activity = dict(prev.activity)
+        for stream in streams:
+            if stream in activity:
+                activity[stream] = orjson.loads(orjson.dumps(activity[stream]))
+        state = RecordState(prev.version, prev.fields, {sid for sid in prev.members if sid in segments.segments},
+                            due=prev.due, activity=activity, seen=list(prev.seen), scheduled=prev.scheduled)
+    state.seen.append(event.id)
+    if len(state.seen) > SEEN_EVENT_IDS:
+        del state.seen[: len(state.seen) - SEEN_EVENT_IDS]
     add_event(state.activity, streams, event.at, numeric_properties(event.properties), now)
     candidates: set[str] = segments.index.affected(("events." + event.name,))
     if state.due is not None and state.due <= now:
@@ -286,7 +291,8 @@ def apply_import(
     state = prev if prev is not None else RecordState(0, {}, set())
     if add == (segment_id in state.members):
         return Outcome(state, [])
-    state = RecordState(state.version, state.fields, set(state.members), due=state.due, activity=state.activity,
+    members = {sid for sid in state.members if sid in segments.segments}
+    state = RecordState(state.version, state.fields, members, due=state.due, activity=state.activity,
                         seen=state.seen, scheduled=state.scheduled)
     if add:
         state.members.add(segment_id)

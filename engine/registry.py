@@ -118,7 +118,7 @@ def reference_problems(segments: Mapping[str, Segment], segment_id: str, rule: C
     exist in the same workspace and object type) and cycles."""
     problems = []
     for node in _reference_conditions(rule.tree):
-        if node.value not in segments:
+        if node.value not in segments and node.value != segment_id:  # a self-reference is a cycle, below
             problems.append(RuleProblem(
                 "unknown_segment", node.path, node.field, node.operator,
                 f"segment {node.value!r} does not exist in this workspace and object type"))
