@@ -20,7 +20,7 @@ import orjson
 from engine.admin import ensure_topics
 from engine.broker import LocalBroker, free_port
 from engine.client import Publisher
-from engine.sample_data import contact_changes, full_contact
+from engine.sample_data import contact_changes, full_contact, purchases
 from engine.settings import SAMPLES, Settings
 from engine.tail import format_event
 
@@ -82,7 +82,8 @@ def port_is_free(port: int) -> bool:
 
 def _publish_forever(publisher: Publisher, rate: float, stop: threading.Event) -> None:
     """An initial load of every sample contact (c0 … c299, so the README's examples find c1), then a
-    steady stream of partial updates, alternating single-change messages and small batches."""
+    steady stream of partial updates, alternating single-change messages and small batches, and a few
+    purchases a second (behavioural events) for the High-value customer segment."""
     rng = random.Random(1)
     publisher.publish_batches("demo", [
         {"op": "upsert", "object_type": "contact", "id": f"c{i}", "version": 1, "fields": full_contact(rng)}
@@ -94,6 +95,7 @@ def _publish_forever(publisher: Publisher, rate: float, stop: threading.Event) -
         burst = [next(changes) for _ in range(max(1, int(rate)))]
         publisher.publish_change("demo", burst[0])
         publisher.publish_batches("demo", burst[1:], batch_size=10)
+        publisher.publish_events("demo", purchases(rng, max(1, int(rate) // 4), SAMPLE_CONTACTS), batch_size=10)
         publisher.flush()
 
 

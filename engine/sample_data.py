@@ -6,6 +6,8 @@ odd delete), with per-record versions that only grow, the way an upstream CRM wo
 from __future__ import annotations
 
 import random
+import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
@@ -29,6 +31,8 @@ FIELD_MAKERS: dict[str, Any] = {
     "email": lambda r: None if r.random() < 0.1 else f"user{r.randint(1, 10**6)}@example.com",
     "custom.plan": lambda r: r.choice(PLANS),
     "created_at": lambda r: (EPOCH + timedelta(minutes=r.randint(0, 500_000))).isoformat(),
+    # Around 30 days ago, so "no contact for 30 days" has records crossing the line every minute or so.
+    "last_contact_at": lambda r: time.time_ns() // 1_000_000 - 30 * 86_400_000 + r.randint(-3 * 3_600_000, 600_000),
 }
 
 
@@ -53,3 +57,13 @@ def contact_changes(rng: random.Random, count: int, records: int, delete_rate: f
         else:
             fields = {name: FIELD_MAKERS[name](rng) for name in rng.sample(names, rng.randint(1, 3))}
         yield {"op": "upsert", "object_type": "contact", "id": record_id, "version": version, "fields": fields}
+
+
+def purchases(rng: random.Random, count: int, records: int) -> list[dict[str, Any]]:
+    """`count` purchase events (behavioural events) happening now, for random contacts."""
+    now = time.time_ns() // 1_000_000
+    return [
+        {"id": uuid.uuid4().hex, "object_type": "contact", "record_id": f"c{rng.randrange(records)}",
+         "name": "purchase", "at": now, "properties": {"amount": rng.choice([20, 90, 250, 600]), "currency": "EUR"}}
+        for _ in range(count)
+    ]
