@@ -40,6 +40,7 @@ log = logging.getLogger("segment_engine")
 
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 DUE_PER_MESSAGE = 2_000  # due records re-evaluated per tick message; the rest on the next one
+RECALCULATION_CHECK_S = 10.0  # how often the owner of partition 0 looks for segments due a recalculation
 
 
 class _Replayed:
@@ -141,6 +142,7 @@ class Engine:
         self.app.task(self._read_definitions)
         if settings.clock == "system":
             self.app.timer(interval=settings.tick_ms / 1000)(self._tick)
+        self.app.timer(interval=RECALCULATION_CHECK_S)(self._recalculate_on_interval)
         self.app.page("/metrics")(metrics_page)
         install_routes(self)
         self.app.on_partitions_revoked.connect(self._forget_synced)
@@ -322,6 +324,32 @@ class Engine:
             return
         if owned:
             await self.send_ticks(owned)
+
+    async def _recalculate_on_interval(self) -> None:
+        """The per-segment recalculation interval, a safety net for parity with batch products: an active
+        dynamic segment whose version is older than its interval is republished under a new version, so
+        every partition backfills it and emits any difference. Only the owner of partition 0 does this,
+        on the wall clock (versions are wall-clock ms)."""
+        if not self.registry_ready.is_set():
+            return
+        try:
+            owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.records_topic_name}
+        except Exception:  # noqa: BLE001 - not started or rebalancing
+            return
+        if 0 not in owned:
+            return
+        now = time.time_ns() // 1_000_000
+        for group in list(self.registry.sets.values()):
+            for segment in list(group.segments.values()):
+                minutes = segment.definition.get("recalculation_interval_minutes")
+                if not segment.evaluated or not minutes or now - segment.version < minutes * 60_000:
+                    continue
+                data = dict(segment.definition, version=max(now, segment.version + 1))
+                key = segment_key(segment.workspace, segment.object_type, segment.id)
+                message = envelope("segment.defined", data, workspace=segment.workspace, source="segment-engine-interval")
+                await (await self.app.producer.send(self.definitions_topic_name, key.encode(), encode(message),
+                                                    None, None, None))
+                metrics.INTERVAL_RECALCULATIONS.inc()
 
     async def send_ticks(self, partitions: Iterable[int], now: int | None = None) -> None:
         marker = encode(envelope("engine.tick", {} if now is None else {"now": now}))

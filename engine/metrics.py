@@ -53,3 +53,7 @@ SCHEDULED_RUNS = Counter(
     "segment_engine_scheduled_evaluations_total",
     "Records re-evaluated because time reached their due instant (relative dates, window expiry).",
 )
+INTERVAL_RECALCULATIONS = Counter(
+    "segment_engine_interval_recalculations_total",
+    "Segments republished because their recalculation interval passed (the batch-parity safety net).",
+)

@@ -127,3 +127,23 @@ def test_an_invalid_definition_is_dead_lettered_and_the_rest_still_apply(harness
     letters = harness.wait_for(lambda: harness.read_topic(topics.DEAD_LETTERS), what="dead letter")
     assert letters[0]["data"]["code"] == "invalid_rule"
     assert "lifetime_value" in letters[0]["data"]["reason"] and "beginsWith" in letters[0]["data"]["reason"]
+
+
+def test_a_recalculation_interval_republishes_the_segment_when_it_passes(harness: Harness) -> None:
+    """The batch-parity safety net: a segment last (re)calculated longer ago than its interval gets a new
+    version, so every partition backfills it; one that is not due keeps its version."""
+    import time
+
+    now = int(time.time() * 1000)
+    for segment_id, version in (("stale", now - 2 * 60_000), ("fresh", now)):
+        harness.publisher.define_segment("acme", {
+            "id": segment_id, "object_type": "contact", "name": segment_id, "rule": GERMANS, "version": version,
+            "recalculation_interval_minutes": 1})
+    harness.publisher.publish_change("acme", {"op": "upsert", "object_type": "contact", "id": "r1", "version": 1,
+                                              "fields": {"country": "DE"}})
+    harness.publisher.flush()
+    harness.start_worker()
+    harness.wait_for(lambda: (segment_version(harness, "stale") or 0) > now, timeout=40,
+                     what="the stale segment to be republished")
+    assert segment_version(harness, "fresh") == now
+    assert fold_events(harness.events()) == {("r1", "stale"), ("r1", "fresh")}
