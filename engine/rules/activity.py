@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 BUCKET_MS = 60_000
 HORIZON_MS = 90 * 86_400_000  # the longest window a rule may use
@@ -120,17 +120,17 @@ def aggregate(activity: Mapping[str, Any], stream: str, function: str, prop: str
     hi = bisect.bisect_right(buckets, current, key=lambda b: b[0])
     inside = buckets[lo:hi]
     if function == "count":
-        return sum(b[1] for b in inside)
+        return int(sum(b[1] for b in inside))
     if function == "last_seen":
-        return max((b[2] for b in inside), default=None)
+        return cast("int | None", max((b[2] for b in inside), default=None))
     accs = [b[3][prop] for b in inside if prop in b[3]]
     if function == "sum":
-        return sum(a[0] for a in accs)
+        return cast(float, sum(a[0] for a in accs))
     if not accs:
         return None
     if function == "min":
-        return min(a[1] for a in accs)
-    return max(a[2] for a in accs)
+        return cast(float, min(a[1] for a in accs))
+    return cast(float, max(a[2] for a in accs))
 
 
 def next_boundary(activity: Mapping[str, Any], stream: str, window_ms: int, now: int) -> int | None:

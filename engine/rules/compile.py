@@ -1,3 +1,5 @@
+# mypy: disable-error-code="misc"
+# (mypy cannot infer lambdas with a default argument; every closure here is a Predicate.)
 """Compile a validated rule tree into a tree of closures over a normalised record.
 
 Everything that depends only on the rule (casefolded strings, frozensets, datetime

@@ -35,16 +35,16 @@ class _WallClockContext(Context):
     def __init__(self) -> None:
         pass
 
-    @property  # type: ignore[override]
-    def now(self) -> int:
+    @property
+    def now(self) -> int:  # type: ignore[override]
         return time.time_ns() // 1_000_000
 
-    @property  # type: ignore[override]
-    def members(self) -> Set[str]:
+    @property
+    def members(self) -> Set[str]:  # type: ignore[override]
         return frozenset()
 
-    @property  # type: ignore[override]
-    def activity(self) -> Mapping[str, Any]:
+    @property
+    def activity(self) -> Mapping[str, Any]:  # type: ignore[override]
         return EMPTY_ACTIVITY
 
 
