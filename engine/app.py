@@ -25,7 +25,8 @@ from engine import metrics
 from engine.api.cluster import Cluster
 from engine.api.routes import install_routes
 from engine.envelope import encode, envelope, record_key, segment_key, split_record_key, transition_id
-from engine.errors import BadMessage, InternalError, MalformedJson, NotImportable, SchemaViolation, WrongPartition
+from engine.errors import (BadMessage, InternalError, MalformedJson, NotImportable, SchemaViolation, StateTooLarge,
+                           WrongPartition)
 from engine.intake import decode_message, message_changes, message_events, parse_change, parse_event, partition_for
 from engine.membership import RecordState, Transition, apply_change, apply_event, apply_import, apply_time, backfill
 from engine.registry import SegmentRegistry
@@ -253,6 +254,9 @@ class Engine:
                 key = record_key(workspace, behaviour.object_type, behaviour.record_id).encode()
                 segments = self.registry.segment_set(workspace, behaviour.object_type)
                 outcome = apply_event(work.load(key), behaviour, segments, now)
+                if outcome.state is not None and len(size := outcome.state.to_bytes()) > self.settings.max_message_bytes:
+                    raise StateTooLarge(f"record {key.decode()!r} would keep {len(size)} bytes of state "
+                                        f"(limit {self.settings.max_message_bytes}); event not applied")
             except Exception as exc:  # noqa: BLE001 - nothing an event contains may stall its partition
                 work.out.append(self.failed_item(event, exc, index if batch else None))
                 continue

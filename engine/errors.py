@@ -40,3 +40,9 @@ class InternalError(BadMessage):
     """A bug met by one change: dead-lettered with the exception so the partition keeps flowing."""
 
     code = "internal_error"
+
+
+class StateTooLarge(BadMessage):
+    """Applying the item would grow the record's state past what one changelog message may carry."""
+
+    code = "state_too_large"

@@ -151,7 +151,8 @@ def apply_change(prev: RecordState | None, change: Change, segments: SegmentSet,
 
 
 def apply_event(prev: RecordState | None, event: Event, segments: SegmentSet, now: int) -> Outcome:
-    """Count a behavioural event in the record's activity and re-evaluate the segments that read it.
+    """Count a behavioural event in the record's activity (in place: ``prev.activity`` is updated) and
+    re-evaluate the segments that read it.
 
     A duplicate (an id among the record's last SEEN_EVENT_IDS) is ignored; so is an event for a deleted
     record. A record not seen yet starts at version 0 with no fields. Late events count where they
@@ -169,13 +170,10 @@ def apply_event(prev: RecordState | None, event: Event, segments: SegmentSet, no
     if prev is None:
         state = RecordState(0, {}, set())
     else:
-        # Copy what the event changes: `prev` stays as it was (a failure later leaves nothing half-applied).
-        activity = dict(prev.activity)
-        for stream in streams:
-            if stream in activity:
-                activity[stream] = orjson.loads(orjson.dumps(activity[stream]))
+        # The activity is updated in place (copying a busy record's buckets per event would dominate
+        # the cost): `prev` is the message's private copy of the record, freshly loaded or pending.
         state = RecordState(prev.version, prev.fields, {sid for sid in prev.members if sid in segments.segments},
-                            due=prev.due, activity=activity, seen=list(prev.seen), scheduled=prev.scheduled)
+                            due=prev.due, activity=prev.activity, seen=list(prev.seen), scheduled=prev.scheduled)
     state.seen.append(event.id)
     if len(state.seen) > SEEN_EVENT_IDS:
         del state.seen[: len(state.seen) - SEEN_EVENT_IDS]

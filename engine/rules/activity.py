@@ -13,7 +13,9 @@ their minute on; all-time figures count every event at once. An event's minute l
 ``(minute + W//60000) * 60000`` and enters at ``minute * 60000``: those instants are when a windowed
 condition can flip, and ``next_boundary`` gives the earliest one after ``now``.
 
-State per stream is bounded by ``HORIZON_MS / 60000`` buckets whatever the event rate.
+State per stream is bounded whatever the event rate: at most ``MAX_BUCKETS`` minute buckets (a record
+busy in more minutes than that within the horizon gets its oldest buckets merged, so those events leave
+windows a little late, never early), each with the first ``MAX_BUCKET_PROPERTIES`` numeric properties.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from typing import Any, cast
 BUCKET_MS = 60_000
 HORIZON_MS = 90 * 86_400_000  # the longest window a rule may use
 HORIZON_BUCKETS = HORIZON_MS // BUCKET_MS
-MAX_NUMERIC_PROPERTIES = 32
+MAX_NUMERIC_PROPERTIES = 32  # per event, in all-time figures
+MAX_BUCKET_PROPERTIES = 8  # per event, in minute buckets (what windowed sum/min/max can read)
+MAX_BUCKETS = 1_024  # per stream; beyond, the two oldest buckets merge (see add_event)
 FUNCTIONS = ("count", "sum", "min", "max", "last_seen")
 
 Activity = dict[str, Any]
@@ -67,6 +71,7 @@ def add_event(activity: Activity, streams: Iterable[str], at: int, numbers: Mapp
     """Count one (already de-duplicated) event in every stream it belongs to."""
     minute = at // BUCKET_MS
     oldest = now // BUCKET_MS - HORIZON_BUCKETS + 1
+    bucket_numbers = dict(list(numbers.items())[:MAX_BUCKET_PROPERTIES])
     for stream in streams:
         summary = activity.get(stream)
         if summary is None:
@@ -86,8 +91,22 @@ def add_event(activity: Activity, streams: Iterable[str], at: int, numbers: Mapp
             else:
                 bucket = [minute, 1, at, {}]
                 buckets.insert(i, bucket)
-            _fold(bucket[3], numbers)
+            _fold(bucket[3], bucket_numbers)
+            if len(buckets) > MAX_BUCKETS:
+                _merge_oldest(buckets)
         prune(summary, now)
+
+
+def _merge_oldest(buckets: list[list[Any]]) -> None:
+    """Keep a stream's state bounded for very busy records: fold the oldest bucket into the next one.
+    Its events then leave windows at the later bucket's minute (late, never early)."""
+    oldest, into = buckets[0], buckets[1]
+    into[1] += oldest[1]
+    into[2] = max(into[2], oldest[2])
+    for prop, (total, low, high) in oldest[3].items():
+        acc = into[3].get(prop)
+        into[3][prop] = [total, low, high] if acc is None else [acc[0] + total, min(acc[1], low), max(acc[2], high)]
+    del buckets[0]
 
 
 def prune(summary: dict[str, Any], now: int) -> None:
@@ -134,15 +153,27 @@ def aggregate(activity: Mapping[str, Any], stream: str, function: str, prop: str
 
 
 def next_boundary(activity: Mapping[str, Any], stream: str, window_ms: int, now: int) -> int | None:
-    """The earliest instant after ``now`` at which a bucket enters or leaves the window."""
+    """The earliest instant after ``now`` at which a bucket enters or leaves the window.
+
+    Buckets are sorted, so this is two binary searches: the oldest bucket still inside the window leaves
+    first, and the first bucket after the current minute enters first.
+    """
     summary = activity.get(stream)
     if summary is None:
         return None
+    buckets = summary["b"]
     width = window_ms // BUCKET_MS
+    current = now // BUCKET_MS
     best: int | None = None
-    for bucket in summary["b"]:
-        minute = bucket[0]
-        for instant in (minute * BUCKET_MS, (minute + width) * BUCKET_MS):
-            if instant > now and (best is None or instant < best):
-                best = instant
+    leaving = bisect.bisect_right(buckets, current - width, key=_minute)
+    if leaving < len(buckets):
+        best = (buckets[leaving][0] + width) * BUCKET_MS
+    entering = bisect.bisect_right(buckets, current, key=_minute)
+    if entering < len(buckets):
+        instant = buckets[entering][0] * BUCKET_MS
+        best = instant if best is None else min(best, instant)
     return best
+
+
+def _minute(bucket: list[Any]) -> int:
+    return bucket[0]  # type: ignore[no-any-return]
