@@ -1,4 +1,5 @@
-"""`make bench`: engine throughput (single and batched messages, 10 and 1,000 segments) vs an empty Faust agent.
+"""`make bench`: engine throughput (single and batched messages, 10 and 1,000 segments) vs an empty Faust agent,
+then the cost of the scheduler and of behavioural aggregates (bench/time_and_behaviour.py; --time-behaviour).
 
 Everything runs on one embedded local broker (127.0.0.1). Each row pre-publishes its messages, then starts a
 fresh worker process and polls its counter; the rate is measured from the first poll that saw progress to
@@ -129,6 +130,23 @@ def fresh_settings(broker: LocalBroker, tmp: Path, tag: str) -> Settings:
     return settings
 
 
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment of a `segment-engine worker` process for `settings` (plus SEGMENT_ENGINE_* `extra`)."""
+    return dict(
+        os.environ,
+        SEGMENT_ENGINE_BROKER=settings.broker,
+        SEGMENT_ENGINE_APP_ID=settings.app_id,
+        SEGMENT_ENGINE_TOPIC_PREFIX=settings.topic_prefix,
+        SEGMENT_ENGINE_PARTITIONS=str(settings.partitions),
+        SEGMENT_ENGINE_DATA_DIR=str(settings.data_dir),
+        SEGMENT_ENGINE_WEB_PORT=str(settings.web_port),
+        SEGMENT_ENGINE_WORKSPACES_FILE=str(settings.workspaces_file),
+        SEGMENT_ENGINE_SESSION_TIMEOUT=str(settings.session_timeout),
+        SEGMENT_ENGINE_LOG_LEVEL="warning",
+        **extra,
+    )
+
+
 def engine_row(broker: LocalBroker, tmp: Path, segments: list[dict[str, Any]], changes: list[dict[str, Any]],
                batch: int, timeout: float) -> Row:
     """Define segments, pre-publish `changes` (batch 1 = record.change messages), time a fresh worker."""
@@ -147,18 +165,7 @@ def engine_row(broker: LocalBroker, tmp: Path, segments: list[dict[str, Any]], c
     finally:
         publisher.close()
     publish_s = time.monotonic() - t0
-    env = dict(
-        os.environ,
-        SEGMENT_ENGINE_BROKER=settings.broker,
-        SEGMENT_ENGINE_APP_ID=settings.app_id,
-        SEGMENT_ENGINE_TOPIC_PREFIX=settings.topic_prefix,
-        SEGMENT_ENGINE_PARTITIONS=str(settings.partitions),
-        SEGMENT_ENGINE_DATA_DIR=str(settings.data_dir),
-        SEGMENT_ENGINE_WEB_PORT=str(settings.web_port),
-        SEGMENT_ENGINE_WORKSPACES_FILE=str(settings.workspaces_file),
-        SEGMENT_ENGINE_SESSION_TIMEOUT=str(settings.session_timeout),
-        SEGMENT_ENGINE_LOG_LEVEL="warning",
-    )
+    env = worker_env(settings)
     url = f"http://127.0.0.1:{settings.web_port}/metrics"
     log = tmp / f"{settings.app_id}.log"
 
@@ -233,6 +240,8 @@ def print_table(rows: list[Row], baseline: float) -> None:
 
 
 def main() -> int:
+    from bench import time_and_behaviour  # imports this module's helpers: not at the top (no import cycle)
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--single", type=int, default=20_000, help="changes for the single-change rows (and the empty agent)")
     parser.add_argument("--batched", type=int, default=40_000, help="changes for the batched rows")
@@ -242,41 +251,70 @@ def main() -> int:
     parser.add_argument("--segments", default="10,1000", help="comma-separated segment counts")
     parser.add_argument("--timeout", type=float, default=120, help="per row, seconds")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--time-behaviour", choices=("on", "off", "only"), default="on",
+                        help="scheduler and behavioural-aggregate rows (bench/time_and_behaviour.py): "
+                             "on (default), off, or only them")
+    time_and_behaviour.add_arguments(parser)
     args = parser.parse_args()
 
     started = time.monotonic()
     counts = [int(c) for c in args.segments.split(",")]
     rng = random.Random(args.seed)
-    segment_sets = {n: random_segments(random.Random(args.seed + n), n) for n in counts}
+    engine_rows = args.time_behaviour != "only"
+    segment_sets = {n: random_segments(random.Random(args.seed + n), n) for n in counts} if engine_rows else {}
     # About ten changes per contact: the first creates it (evaluated against every segment), the rest are updates.
-    single = list(contact_changes(rng, args.single, records=max(100, args.single // 10)))
-    batched = list(contact_changes(rng, args.batched, records=max(100, args.batched // 10)))
+    single = list(contact_changes(rng, args.single, records=max(100, args.single // 10))) if engine_rows else []
+    batched = list(contact_changes(rng, args.batched, records=max(100, args.batched // 10))) if engine_rows else []
     rows: list[Row] = []
+    baseline: Row | None = None
+    extra: dict[str, Any] | None = None
+    tb_s = 0.0
     with tempfile.TemporaryDirectory(prefix="segment-bench-") as tmp_name, LocalBroker() as broker:
         tmp = Path(tmp_name)
-        baseline = empty_agent_row(broker, tmp, single, args.timeout)
-        rows.append(baseline)
-        print(f"empty agent: {baseline.rate:,.0f} msg/s", flush=True)
-        for batch, changes in ((1, single), (args.batch_size, batched)):
-            for n in counts:
-                size = len(changes) // (args.heavy_divisor if n > 100 else 1)
-                row = engine_row(broker, tmp, segment_sets[n], changes[:size], batch, args.timeout)
-                rows.append(row)
-                print(f"{row.scenario}, {n} segments: {row.rate:,.0f} changes/s", flush=True)
+        if engine_rows:
+            baseline = empty_agent_row(broker, tmp, single, args.timeout)
+            rows.append(baseline)
+            print(f"empty agent: {baseline.rate:,.0f} msg/s", flush=True)
+            for batch, changes in ((1, single), (args.batch_size, batched)):
+                for n in counts:
+                    size = len(changes) // (args.heavy_divisor if n > 100 else 1)
+                    row = engine_row(broker, tmp, segment_sets[n], changes[:size], batch, args.timeout)
+                    rows.append(row)
+                    print(f"{row.scenario}, {n} segments: {row.rate:,.0f} changes/s", flush=True)
+        if args.time_behaviour != "off":
+            tb_started = time.monotonic()
+            extra = time_and_behaviour.run_all(broker, tmp, args)
+            tb_s = time.monotonic() - tb_started
     total = time.monotonic() - started
-    print()
-    print_table(rows, baseline.rate)
-    print(f"\nempty agent (baseline): {baseline.rate:,.0f} msg/s;  total runtime {total:.0f}s")
+    # The engine's batched change rate with 10 segments, to compare the scheduler and aggregates with.
+    batched_10 = next((r.rate for r in rows if r.scenario.startswith("engine, batched") and r.segments == 10), None)
+    if baseline is not None:
+        print()
+        print_table(rows, baseline.rate)
+    if extra is not None:
+        time_and_behaviour.report(extra, batched_10)
+    summary = f"total runtime {total:.0f}s"
+    if baseline is not None:
+        summary = f"empty agent (baseline): {baseline.rate:,.0f} msg/s;  {summary}"
+    if extra is not None:
+        summary += f" (time and behaviour rows: {tb_s:.0f}s)"
+    print(f"\n{summary}")
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"{stamp}.json"
-    path.write_text(json.dumps({
+    doc: dict[str, Any] = {
         "started_utc": stamp, "runtime_s": round(total, 1), "args": vars(args),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "segment_match_rate": {n: round(match_rate(s, samples=200), 4) for n, s in segment_sets.items()},
-        "empty_agent_msgs_per_s": baseline.rate,
-        "rows": [dict(asdict(r), ratio_to_empty=r.rate / baseline.rate) for r in rows],
-    }, indent=2))
+    }
+    if baseline is not None:
+        doc.update({
+            "segment_match_rate": {n: round(match_rate(s, samples=200), 4) for n, s in segment_sets.items()},
+            "empty_agent_msgs_per_s": baseline.rate,
+            "rows": [dict(asdict(r), ratio_to_empty=r.rate / baseline.rate) for r in rows],
+        })
+    if extra is not None:
+        doc["time_and_behaviour"] = dict(time_and_behaviour.as_json(extra, batched_10), runtime_s=round(tb_s, 1))
+    path.write_text(json.dumps(doc, indent=2))
     print(f"wrote {path.relative_to(REPO)}")
     return 0
 
