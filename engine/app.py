@@ -254,8 +254,8 @@ class Engine:
                 key = record_key(workspace, behaviour.object_type, behaviour.record_id).encode()
                 segments = self.registry.segment_set(workspace, behaviour.object_type)
                 outcome = apply_event(work.load(key), behaviour, segments, now)
-                if outcome.state is not None and len(size := outcome.state.to_bytes()) > self.settings.max_message_bytes:
-                    raise StateTooLarge(f"record {key.decode()!r} would keep {len(size)} bytes of state "
+                if outcome.state is not None and len(raw := outcome.state.to_bytes()) > self.settings.max_message_bytes:
+                    raise StateTooLarge(f"record {key.decode()!r} would keep {len(raw)} bytes of state "
                                         f"(limit {self.settings.max_message_bytes}); event not applied")
             except Exception as exc:  # noqa: BLE001 - nothing an event contains may stall its partition
                 work.out.append(self.failed_item(event, exc, index if batch else None))
