@@ -319,15 +319,18 @@ class Engine:
             work.record(key, state, workspace, object_type, record_id, transitions, self, now)
 
     async def _tick(self) -> None:
-        """System clock: nudge every partition this worker owns, so due records flip without traffic."""
+        """System clock: nudge each partition this worker owns whose earliest scheduled record is due, so
+        it flips without traffic. Partitions with nothing due get no tick (and no writes)."""
         if not self.registry_ready.is_set():
             return
+        now = time.time_ns() // 1_000_000
         try:
             owned = [tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.records_topic_name]
+            due = [p for p in owned if (first := self.state.next_due(p)) is not None and first <= now]
         except Exception:  # noqa: BLE001 - not started or rebalancing: the next tick will do
             return
-        if owned:
-            await self.send_ticks(owned)
+        if due:
+            await self.send_ticks(due)
 
     async def _recalculate_on_interval(self) -> None:
         """The per-segment recalculation interval, a safety net for parity with batch products: an active
