@@ -325,8 +325,8 @@ class Engine:
             return
         now = time.time_ns() // 1_000_000
         try:
-            owned = [tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.records_topic_name]
-            due = [p for p in owned if (first := self.state.next_due(p)) is not None and first <= now]
+            due = [p for p in self.cluster.local_partitions()
+                   if (first := self.state.next_due(p)) is not None and first <= now]
         except Exception:  # noqa: BLE001 - not started or rebalancing: the next tick will do
             return
         if due:
@@ -340,10 +340,9 @@ class Engine:
         if not self.registry_ready.is_set():
             return
         try:
-            owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.records_topic_name}
+            if 0 not in self.cluster.local_partitions():
+                return
         except Exception:  # noqa: BLE001 - not started or rebalancing
-            return
-        if 0 not in owned:
             return
         now = time.time_ns() // 1_000_000
         for group in list(self.registry.sets.values()):
