@@ -24,16 +24,19 @@ import topics
 from engine import metrics
 from engine.api.cluster import Cluster
 from engine.api.routes import install_routes
+from engine.assignment import ASSIGNED, AssignmentBook, Decision, assign_conversation
 from engine.envelope import encode, envelope, record_key, segment_key, split_record_key, transition_id
 from engine.errors import (BadMessage, InternalError, MalformedJson, NotImportable, SchemaViolation, StateTooLarge,
-                           WrongPartition)
-from engine.intake import decode_message, message_changes, message_events, parse_change, parse_event, partition_for
+                           UnknownWorkspace, WrongPartition)
+from engine.intake import (decode_message, message_changes, message_events, parse_change, parse_conversation, parse_event,
+                           partition_for)
 from engine.membership import RecordState, Transition, apply_change, apply_event, apply_import, apply_time, backfill
 from engine.registry import SegmentRegistry
 from engine.rules.errors import EngineError
 from engine.schemas import validate_message
 from engine.settings import Settings
 from engine.state import Scoped, StateStore
+from engine.true_ends import TrueEndConsumer, true_ends
 from engine.workspaces import load_workspaces
 
 log = logging.getLogger("segment_engine")
@@ -68,6 +71,7 @@ class Work:
         self.pending: dict[bytes, RecordState] = {}
         self.membership: list[Scoped] = []
         self.more_due = False
+        self.turns: dict[str, int] | None = None  # the partition's group turns, once a conversation used them
 
     def load(self, key: bytes) -> RecordState | None:
         """The record's state as this message left it so far."""
@@ -88,12 +92,16 @@ class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = SegmentRegistry(load_workspaces(settings.workspaces_file))
+        self.assignment = AssignmentBook()
         self.registry_ready = asyncio.Event()
         self.synced: dict[int, int] = {}  # partition -> registry generation it was synced at
         self.clocks: dict[int, int] = {}  # partition -> its time (epoch ms), see advance_clock
         prefix = settings.topic_prefix
         self.records_topic_name = topics.RECORD_CHANGES.full_name(prefix)
         self.behaviour_topic_name = topics.BEHAVIOUR_EVENTS.full_name(prefix)
+        self.conversations_topic_name = topics.CONVERSATIONS.full_name(prefix)
+        self.assignments_topic_name = topics.CONVERSATION_ASSIGNMENTS.full_name(prefix)
+        self.assignment_rules_topic_name = topics.ASSIGNMENT_RULES.full_name(prefix)
         self.events_topic_name = topics.SEGMENT_EVENTS.full_name(prefix)
         self.dead_letter_topic_name = topics.DEAD_LETTERS.full_name(prefix)
         self.definitions_topic_name = topics.SEGMENT_DEFINITIONS.full_name(prefix)
@@ -118,10 +126,12 @@ class Engine:
             broker_heartbeat_interval=max(0.5, settings.session_timeout / 10),
             autodiscover=False,
         )
+        self.app.transport.Consumer = TrueEndConsumer  # table recovery must see the real end offsets
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-        # One agent reads record changes and behavioural events (co-partitioned), so a record's state has
-        # a single writer and no two coroutines interleave on it.
-        self.records_topic = self.app.topic(self.records_topic_name, self.behaviour_topic_name, partitions=n, **raw)
+        # One agent reads record changes, behavioural events and conversations (co-partitioned), so a
+        # record's state has a single writer and no two coroutines interleave on it.
+        self.records_topic = self.app.topic(self.records_topic_name, self.behaviour_topic_name,
+                                            self.conversations_topic_name, partitions=n, **raw)
         # Same options Faust gives its own changelog topics, under the name declared in topics/.
         changelog = self.app.topic(
             topics.RECORD_STATE_CHANGELOG.full_name(prefix),
@@ -221,8 +231,12 @@ class Engine:
             self.apply_events(event, message, now, work)
         elif kind in ("record.change", "record.changes"):
             self.apply_changes(event, message, now, work)
+        elif kind == "conversation.created":
+            self.assign(event, message, now, work)
         await self.flush(work.out)
         self.state.write((msg.offset, 1), work.membership, work.pending.items())
+        if work.turns is not None:
+            self.state.set_turns(work.turns)
         if work.more_due:  # a bounded share of due records per message; nudge the partition for the rest
             await self.send_ticks([partition])
 
@@ -266,6 +280,59 @@ class Engine:
             metrics.BEHAVIOUR_EVENTS.labels("applied").inc()
             work.record(key, outcome.state, workspace, behaviour.object_type, behaviour.record_id,
                         outcome.transitions, self, now)
+
+    def assign(self, event: EventT, message: dict[str, Any], now: int, work: "Work") -> None:
+        """Decide a new conversation from its contact's segments now: one assigned or unassigned event."""
+        msg = event.message
+        workspace = message["workspace"]
+        try:
+            conversation = parse_conversation(message["data"], workspace, self.registry.workspaces, msg.partition,
+                                              self.settings.partitions)
+            key = record_key(workspace, "contact", conversation.contact_id).encode()
+            if work.turns is None:
+                work.turns = self.state.turns()
+            turns = {name.split("/", 1)[1]: n for name, n in work.turns.items() if name.startswith(workspace + "/")}
+            outcome = assign_conversation(work.load(key), conversation, self.registry.segment_set(workspace, "contact"),
+                                          self.assignment.get(workspace), turns, now, first_turn=msg.partition)
+        except Exception as exc:  # noqa: BLE001 - nothing a conversation contains may stall its partition
+            metrics.CONVERSATIONS.labels("deadlettered").inc()
+            work.out.append(self.failed_item(event, exc, None))
+            return
+        decision = outcome.decision
+        if outcome.state is None or decision is None:
+            metrics.CONVERSATIONS.labels("duplicate").inc()
+            return
+        work.record(key, outcome.state, workspace, "contact", conversation.contact_id, outcome.transitions, self, now)
+        if decision.group is not None:
+            turn_key = f"{workspace}/{decision.group}"
+            work.turns[turn_key] = work.turns.get(turn_key, msg.partition) + 1
+        metrics.CONVERSATIONS.labels("assigned" if decision.event_type == ASSIGNED else "unassigned").inc()
+        work.out.append(self.assignment_event(workspace, conversation.id, conversation.contact_id, conversation.at,
+                                              outcome.state, decision, now))
+
+    def assignment_event(self, workspace: str, conversation_id: str, contact_id: str, conversation_at: int | None,
+                         state: RecordState, decision: Decision, now: int) -> Outgoing:
+        data: dict[str, Any] = {
+            "conversation_id": conversation_id,
+            "contact_id": contact_id,
+            "record_version": state.version,
+            "rules_version": decision.rules_version,
+            "at": now,
+            "segments": sorted(state.members),
+        }
+        if conversation_at is not None:
+            data["conversation_at"] = conversation_at
+        if decision.rule is not None:
+            data.update(rule_id=decision.rule.id, segment_id=decision.rule.segment_id, assignee=decision.member)
+            if decision.group is not None:
+                data["group"] = decision.group
+        else:
+            data["reason"] = decision.reason
+        # One id per conversation whatever the decision: a subscriber keeps the first and drops repeats.
+        event_id = transition_id(workspace, "contact", "", conversation_id, 0, 0, "conversation.assignment")
+        key = record_key(workspace, "contact", contact_id).encode()
+        return self.assignments_topic_name, key, encode(envelope(decision.event_type, data, workspace=workspace,
+                                                                  id_=event_id))
 
     def failed_item(self, event: EventT, exc: Exception, index: int | None) -> Outgoing:
         """The dead letter of one change or event that could not be applied (an unexpected error included)."""
@@ -535,7 +602,8 @@ class Engine:
     # ---- segment definitions ---------------------------------------------------------------------
 
     async def _read_definitions(self) -> None:
-        """Follow the compacted definitions topic from the start; the agent waits until it caught up."""
+        """Follow the compacted definitions and assignment-rules topics from the start; the agent waits
+        until it caught up."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers,
             enable_auto_commit=False,
@@ -545,9 +613,11 @@ class Engine:
         await consumer.start()
         try:
             tps = [TopicPartition(self.definitions_topic_name, p) for p in range(topics.SEGMENT_DEFINITIONS.partitions or 1)]
+            tps += [TopicPartition(self.assignment_rules_topic_name, p)
+                    for p in range(topics.ASSIGNMENT_RULES.partitions or 1)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
+            end = await true_ends(self.settings.bootstrap_servers, await consumer.end_offsets(tps))
             while True:
                 changed = False
                 rejected: list[Outgoing] = []
@@ -570,7 +640,8 @@ class Engine:
             await consumer.stop()
 
     def _apply_definition(self, record: Any, rejected: list[Outgoing]) -> bool:
-        """Apply one definition message; an invalid one is dead-lettered (by every worker, same id)."""
+        """Apply one definition (or assignment rules) message; an invalid one is dead-lettered (by every
+        worker, same id). True if the segment registry changed."""
         try:
             message = orjson.loads(record.value)
         except orjson.JSONDecodeError as exc:
@@ -578,6 +649,13 @@ class Engine:
         else:
             try:
                 validate_message(message)
+                if record.topic == self.assignment_rules_topic_name:
+                    if message["type"] != "assignment.rules":
+                        raise SchemaViolation(f"unexpected message type {message['type']!r} on the assignment rules topic")
+                    if message["workspace"] not in self.registry.workspaces:
+                        raise UnknownWorkspace(f"workspace {message['workspace']!r} is not configured")
+                    self.assignment.apply(message["workspace"], message["data"])
+                    return False
                 if message["type"] not in ("segment.defined", "segment.removed"):
                     raise SchemaViolation(f"unexpected message type {message['type']!r} on the definitions topic")
                 return self.registry.apply(message)

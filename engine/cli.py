@@ -96,6 +96,46 @@ def cmd_segments_remove(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_assignment_set(settings: Settings, args: argparse.Namespace) -> int:
+    """Check a rules document here (segments are checked by the HTTP API, which knows them) and publish it."""
+    from engine.assignment import InvalidAssignment, parse_assignment
+    from engine.client import Publisher
+
+    doc = orjson.loads(Path(args.file).read_bytes())
+    try:
+        parse_assignment(doc, args.workspace, 1)
+    except InvalidAssignment as exc:
+        sys.exit("segment-engine assignment set: " + "; ".join(f"{p.path}: {p.message} ({p.code})" for p in exc.problems))
+    require_broker(settings)
+    publisher = Publisher(settings)
+    version = publisher.set_assignment_rules(args.workspace, doc)
+    publisher.close()
+    print(f"assignment rules of {args.workspace}: {len(doc.get('rules', []))} rule(s), version {version}")
+    return 0
+
+
+def cmd_assignment_show(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.client import read_assignment_rules
+
+    require_broker(settings)
+    print(orjson.dumps(read_assignment_rules(settings, args.workspace), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def cmd_conversation(settings: Settings, args: argparse.Namespace) -> int:
+    import uuid
+
+    from engine.client import Publisher
+
+    require_broker(settings)
+    publisher = Publisher(settings)
+    conversation_id = args.id or f"conv-{uuid.uuid4().hex[:12]}"
+    publisher.publish_conversation(args.workspace, conversation_id, args.contact)
+    publisher.close()
+    print(f"conversation {conversation_id} opened for contact {args.contact}")
+    return 0
+
+
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     from engine.client import Publisher
     from engine.sample_data import contact_changes
@@ -149,10 +189,20 @@ def cmd_clock_set(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
-    from engine.tail import tail
+    import topics
+    from engine.tail import TailError, parse_seeks, tail
 
+    try:
+        seeks = parse_seeks(args.seek or ())
+    except ValueError as exc:
+        sys.exit(f"segment-engine tail: {exc}")
     require_broker(settings)
-    tail(settings, follow=args.follow, from_beginning=args.from_beginning, as_json=args.json, segment=args.segment)
+    try:
+        tail(settings, follow=args.follow, from_beginning=args.from_beginning, as_json=args.json,
+             segment=args.segment, group=args.group, seeks=seeks,
+             spec=topics.CONVERSATION_ASSIGNMENTS if args.assignments else topics.SEGMENT_EVENTS)
+    except TailError as exc:
+        sys.exit(f"segment-engine tail: {exc}")
     return 0
 
 
@@ -220,6 +270,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("segment_id")
     p.set_defaults(func=cmd_segments_remove)
 
+    p = sub.add_parser("assignment", help="chat assignment rules: segment → team member or group, first match wins")
+    assign_sub = p.add_subparsers(dest="assignment_command", required=True)
+    p = assign_sub.add_parser("set", help='replace a workspace\'s rules with a JSON file {"rules": [...], "groups": {...}}')
+    p.add_argument("file")
+    p.add_argument("--workspace", required=True)
+    p.set_defaults(func=cmd_assignment_set)
+    p = assign_sub.add_parser("show", help="print a workspace's current rules")
+    p.add_argument("--workspace", required=True)
+    p.set_defaults(func=cmd_assignment_show)
+
+    p = sub.add_parser("conversation", help="publish a conversation.created for a contact (what a chat system sends)")
+    p.add_argument("contact", help="contact id")
+    p.add_argument("--workspace", default="demo")
+    p.add_argument("--id", help="conversation id (default: a new random one)")
+    p.set_defaults(func=cmd_conversation)
+
     p = sub.add_parser("publish", help="publish record changes (NDJSON file or stdin, or --sample N random contacts)")
     p.add_argument("file", nargs="?", help="NDJSON of changes {op, object_type, id, version, fields}; - for stdin")
     p.add_argument("--workspace", default="demo")
@@ -241,11 +307,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("when", help="ISO-8601 (naive = UTC) or epoch milliseconds")
     p.set_defaults(func=cmd_clock_set)
 
-    p = sub.add_parser("tail", help="print segment entered/exited/deleted events")
-    p.add_argument("--follow", action="store_true", help="keep waiting for new events")
-    p.add_argument("--from-beginning", action="store_true", help="start at the oldest retained event")
-    p.add_argument("--segment", help="only events of this segment id")
-    p.add_argument("--json", action="store_true", help="print raw JSON envelopes")
+    p = sub.add_parser("tail", help="print segment entered/exited/deleted events (the reference subscriber)",
+                       description="Print segment events. Text lines start with p<partition>@<offset>. Events are "
+                                   "deduplicated by id; how many were skipped is reported on stderr at exit.")
+    p.add_argument("--follow", action="store_true", help="keep waiting for new events (else stop after 3 s without any)")
+    p.add_argument("--from-beginning", action="store_true",
+                   help="a partition without a committed group offset starts at the oldest retained event "
+                        "(default: at the end, only new events)")
+    p.add_argument("--group", metavar="NAME",
+                   help="consumer group: resume after the last event this group printed; offsets are committed "
+                        "after each printed batch")
+    p.add_argument("--seek", action="append", metavar="PARTITION:OFFSET",
+                   help="start this partition at this offset (repeatable); with --group, the group moves there")
+    p.add_argument("--segment", action="append", metavar="ID", help="only events of this segment id (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the JSON envelopes unchanged, one per line")
+    p.add_argument("--assignments", action="store_true",
+                   help="follow chat assignment decisions (conversation-assignments) instead of segment events; "
+                        "--segment then keeps decisions made by rules on those segments")
     p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("run", help="demo: embedded broker, a worker, sample segments and changes, events printed")

@@ -1,7 +1,8 @@
 """`segment-engine run`: the whole loop on one machine, for a newcomer's first look.
 
 Starts the embedded broker (unless SEGMENT_ENGINE_BROKER is set), a worker process, applies the sample
-segments, streams sample contact changes and prints every entered/exited event until Ctrl-C.
+segments and chat assignment rules, streams sample contact changes (and a conversation now and then)
+and prints every entered/exited event and assignment decision until Ctrl-C.
 """
 from __future__ import annotations
 
@@ -25,13 +26,15 @@ from engine.settings import SAMPLES, Settings
 from engine.tail import format_event
 
 SAMPLE_CONTACTS = 300
+DEMO_BROKER_PORT = 9092  # Kafka's usual port, so the README's subscriber commands work as written
 
 
 def run_demo(settings: Settings, duration: float = 0, rate: float = 20) -> int:
     broker: LocalBroker | None = None
     if not settings.broker:
-        broker = LocalBroker().start()
-        print(f"started local broker on {broker.address}", flush=True)
+        broker = LocalBroker(DEMO_BROKER_PORT if port_is_free(DEMO_BROKER_PORT) else None).start()
+        print(f"started local broker on {broker.address}; subscribe from another terminal with "
+              f"SEGMENT_ENGINE_BROKER={broker.address} .venv/bin/segment-engine tail --follow", flush=True)
         settings = replace(settings, broker=broker.address)
     data_dir = Path(tempfile.mkdtemp(prefix="segment-engine-demo-"))
     settings = replace(settings, data_dir=data_dir, web_port=settings.web_port if port_is_free(settings.web_port) else free_port())
@@ -46,6 +49,9 @@ def run_demo(settings: Settings, duration: float = 0, rate: float = 20) -> int:
             workspace = segment.pop("workspace")
             data = publisher.define_segment(workspace, segment)
             print(f"segment {workspace}/{data['object_type']}/{data['id']}: {data['name']}", flush=True)
+        assignment = orjson.loads((SAMPLES / "assignment.json").read_bytes())
+        publisher.set_assignment_rules(assignment.pop("workspace"), assignment)
+        print(f"chat assignment rules: {', '.join(r['id'] for r in assignment['rules'])}", flush=True)
         publisher.flush()
         worker = subprocess.Popen([sys.executable, "-m", "engine.cli", "worker"], env=env)
         print(f"worker started (pid {worker.pid}); HTTP API on http://127.0.0.1:{settings.web_port} "
@@ -69,7 +75,7 @@ def run_demo(settings: Settings, duration: float = 0, rate: float = 20) -> int:
 
 
 def port_is_free(port: int) -> bool:
-    """The README's curl examples use the default port; fall back to a free one when it is taken."""
+    """The README's examples use the default ports; fall back to a free one when it is taken."""
     import socket
 
     with socket.socket() as sock:
@@ -83,7 +89,8 @@ def port_is_free(port: int) -> bool:
 def _publish_forever(publisher: Publisher, rate: float, stop: threading.Event) -> None:
     """An initial load of every sample contact (c0 … c299, so the README's examples find c1), then a
     steady stream of partial updates, alternating single-change messages and small batches, and a few
-    purchases a second (behavioural events) for the High-value customer segment."""
+    purchases a second (behavioural events) for the High-value customer segment, and a chat conversation
+    every few seconds, assigned by the contact's segments."""
     rng = random.Random(1)
     publisher.publish_batches("demo", [
         {"op": "upsert", "object_type": "contact", "id": f"c{i}", "version": 1, "fields": full_contact(rng)}
@@ -96,6 +103,8 @@ def _publish_forever(publisher: Publisher, rate: float, stop: threading.Event) -
         publisher.publish_change("demo", burst[0])
         publisher.publish_batches("demo", burst[1:], batch_size=10)
         publisher.publish_events("demo", purchases(rng, max(1, int(rate) // 4), SAMPLE_CONTACTS), batch_size=10)
+        if rng.random() < 0.4:
+            publisher.publish_conversation("demo", f"conv-{rng.getrandbits(40):010x}", f"c{rng.randrange(SAMPLE_CONTACTS)}")
         publisher.flush()
 
 
@@ -106,6 +115,7 @@ def _print_events(settings: Settings, duration: float) -> None:
 
     consumer = KafkaConsumer(
         topics.SEGMENT_EVENTS.full_name(settings.topic_prefix),
+        topics.CONVERSATION_ASSIGNMENTS.full_name(settings.topic_prefix),
         bootstrap_servers=settings.bootstrap_servers,
         group_id=None,
         auto_offset_reset="earliest",

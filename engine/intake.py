@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from kafka.partitioner.default import murmur2
 
+from engine.assignment import Conversation
 from engine.envelope import record_key
 from engine.errors import MalformedJson, MessageTooLarge, UnknownWorkspace, WrongPartition
 from engine.membership import Change, Event
@@ -91,3 +92,21 @@ def parse_event(item: dict[str, Any], workspace: str, workspaces: Workspaces, pa
     except ValueError as exc:
         raise FieldValueError("field_type", "at", f"event 'at': {exc}") from None
     return Event(item["id"], object_type, item["record_id"], item["name"], at, item.get("properties") or {})
+
+
+def parse_conversation(data: dict[str, Any], workspace: str, workspaces: Workspaces, partition: int,
+                       partitions: int) -> Conversation:
+    """Validate a conversation.created against its workspace and the partition it arrived on (its contact's)."""
+    if workspaces.catalog(workspace, "contact") is None:
+        raise UnknownWorkspace(f"workspace {workspace!r} is not configured")
+    key = record_key(workspace, "contact", data["contact_id"])
+    expected = partition_for(key, partitions)
+    if expected != partition:
+        raise WrongPartition(f"contact {key!r} belongs to partition {expected}, message arrived on {partition}")
+    at = None
+    if data.get("at") is not None:
+        try:
+            at = parse_datetime_ms(data["at"])
+        except ValueError as exc:
+            raise FieldValueError("field_type", "at", f"conversation 'at': {exc}") from None
+    return Conversation(data["conversation_id"], data["contact_id"], at)

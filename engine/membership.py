@@ -37,6 +37,7 @@ class RecordState:
     due: int | None = None
     activity: dict[str, Any] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
+    conversations: list[str] = field(default_factory=list)  # recent conversation ids (chat assignment)
     scheduled: int | None = None
 
     def to_bytes(self) -> bytes:
@@ -47,6 +48,8 @@ class RecordState:
             doc["a"] = self.activity
         if self.seen:
             doc["e"] = self.seen
+        if self.conversations:
+            doc["c"] = self.conversations
         return orjson.dumps(doc)
 
     @classmethod
@@ -54,7 +57,7 @@ class RecordState:
         doc = orjson.loads(raw)
         due = doc.get("t")
         return cls(version=doc["v"], fields=doc["f"], members=set(doc["m"]), deleted=doc["d"], due=due,
-                   activity=doc.get("a", {}), seen=doc.get("e", []), scheduled=due)
+                   activity=doc.get("a", {}), seen=doc.get("e", []), conversations=doc.get("c", []), scheduled=due)
 
 
 class Change(NamedTuple):
@@ -134,7 +137,7 @@ def apply_change(prev: RecordState | None, change: Change, segments: SegmentSet,
             changed.append(name)
     state = RecordState(change.version, fields, members, due=prev.due if known else None,  # type: ignore[union-attr]
                         activity=prev.activity if known else {}, seen=prev.seen if known else [],  # type: ignore[union-attr]
-                        scheduled=scheduled)
+                        conversations=prev.conversations if known else [], scheduled=scheduled)  # type: ignore[union-attr]
     if not known or prev.version == 0:  # type: ignore[union-attr]
         candidates: Iterable[str] = segments.evaluated_ids
         retime = True
@@ -173,7 +176,8 @@ def apply_event(prev: RecordState | None, event: Event, segments: SegmentSet, no
         # The activity is updated in place (copying a busy record's buckets per event would dominate
         # the cost): `prev` is the message's private copy of the record, freshly loaded or pending.
         state = RecordState(prev.version, prev.fields, {sid for sid in prev.members if sid in segments.segments},
-                            due=prev.due, activity=prev.activity, seen=list(prev.seen), scheduled=prev.scheduled)
+                            due=prev.due, activity=prev.activity, seen=list(prev.seen),
+                            conversations=prev.conversations, scheduled=prev.scheduled)
     state.seen.append(event.id)
     if len(state.seen) > SEEN_EVENT_IDS:
         del state.seen[: len(state.seen) - SEEN_EVENT_IDS]
@@ -291,7 +295,7 @@ def apply_import(
         return Outcome(state, [])
     members = {sid for sid in state.members if sid in segments.segments}
     state = RecordState(state.version, state.fields, members, due=state.due, activity=state.activity,
-                        seen=state.seen, scheduled=state.scheduled)
+                        seen=state.seen, conversations=state.conversations, scheduled=state.scheduled)
     if add:
         state.members.add(segment_id)
     else:

@@ -57,3 +57,8 @@ INTERVAL_RECALCULATIONS = Counter(
     "segment_engine_interval_recalculations_total",
     "Segments republished because their recalculation interval passed (the batch-parity safety net).",
 )
+CONVERSATIONS = Counter(
+    "segment_engine_conversations_total",
+    "conversation.created messages by outcome: assigned, unassigned, duplicate (already decided), deadlettered",
+    ["outcome"],
+)

@@ -48,6 +48,10 @@ MESSAGE_SCHEMAS: dict[str, str] = {
     "segment.entered": "segment-membership.json",
     "segment.exited": "segment-membership.json",
     "segment.deleted": "segment-deleted.json",
+    "conversation.created": "conversation-created.json",
+    "conversation.assigned": "conversation-assignment.json",
+    "conversation.unassigned": "conversation-assignment.json",
+    "assignment.rules": "assignment-rules.json",
     "deadletter": "dead-letter.json",
 }
 

@@ -20,6 +20,7 @@ APPLIED_KEY = b"\x00applied"  # {segment key: [version, removed]} this partition
 POSITION_KEY = b"\x00position:"  # + topic: offset of the last message of that topic applied here
 CLOCK_KEY = b"\x00clock"  # the partition's time (epoch ms), written when a tick moves it
 SCHEDULE_PREFIX = b"\x00s"  # + due (8 bytes, big-endian) + record key  →  b""
+TURNS_KEY = b"\x00turns"  # {"workspace/group": conversations this partition gave the group} (chat assignment)
 COUNTS_KEY = b"\x00counts"  # {"at": [offset, phase], "n": {segment key: members in this partition}}
 MEMBER_PREFIX = b"\x00m"  # + segment key + NUL + record id  →  b"1"
 FIRST_RECORD_KEY = b"\x01"
@@ -107,6 +108,15 @@ class StateStore:
 
     def set_clock(self, now: int) -> None:
         self.table[CLOCK_KEY] = str(now).encode()
+
+    def turns(self) -> dict[str, int]:
+        raw = self.table.get(TURNS_KEY)
+        return orjson.loads(raw) if raw else {}
+
+    def set_turns(self, turns: dict[str, int]) -> None:
+        """Written after the contacts' states: a crash in between replays the message, which finds its
+        conversations decided already, so a group never hands out the same turn twice."""
+        self.table[TURNS_KEY] = orjson.dumps(turns)
 
     def applied(self) -> dict[str, list[Any]]:
         raw = self.table.get(APPLIED_KEY)

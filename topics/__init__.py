@@ -67,6 +67,33 @@ SEGMENT_EVENTS = TopicSpec(
     retention_ms=7 * DAY_MS,
     doc="segment.entered, segment.exited and segment.deleted events for subscribers",
 )
+CONVERSATIONS = TopicSpec(
+    name="conversations",
+    key="workspace/contact/contact_id",
+    partitions=None,
+    compacted=False,
+    retention_ms=7 * DAY_MS,
+    doc="conversation.created from the chat system; co-partitioned with record-changes so the worker that "
+        "owns a contact decides its conversations from the contact's segments",
+)
+CONVERSATION_ASSIGNMENTS = TopicSpec(
+    name="conversation-assignments",
+    key="workspace/contact/contact_id",
+    partitions=None,
+    compacted=False,
+    retention_ms=7 * DAY_MS,
+    doc="conversation.assigned or conversation.unassigned, exactly one decision per conversation id "
+        "(deterministic event id) for chat routing",
+)
+ASSIGNMENT_RULES = TopicSpec(
+    name="assignment-rules",
+    key="workspace",
+    partitions=1,
+    compacted=True,
+    retention_ms=None,
+    doc="assignment.rules: each workspace's ordered chat assignment rules and groups; compacted, read in "
+        "full by every worker",
+)
 DEAD_LETTERS = TopicSpec(
     name="dead-letters",
     key="the original message key",
@@ -89,6 +116,9 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     BEHAVIOUR_EVENTS,
     SEGMENT_DEFINITIONS,
     SEGMENT_EVENTS,
+    CONVERSATIONS,
+    CONVERSATION_ASSIGNMENTS,
+    ASSIGNMENT_RULES,
     DEAD_LETTERS,
     RECORD_STATE_CHANGELOG,
 )

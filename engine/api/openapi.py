@@ -150,6 +150,25 @@ QUERY_OPERATIONS: list[Operation] = [
               "queries", {202: _OBJECT, 403: ("agents may not remove (`forbidden`)", "Error"),
                           409: ("`not_static` or `segment_inactive`", "Error")}),
 ]
+ASSIGNMENT_OPERATIONS: list[Operation] = [
+    Operation("GET", WS + "/assignment-rules", "getAssignmentRules",
+              "The workspace's chat assignment rules (in order) and groups", "assignment",
+              {200: ("`{version, rules: [{id, segment_id, assign_to: {member} | {group}}], groups: {name: [members]}}`",
+                     "Object")}),
+    Operation("PUT", WS + "/assignment-rules", "putAssignmentRules",
+              "Replace the chat assignment rules and groups (first matching rule wins)", "assignment",
+              {200: ("the saved document with its new version", "Object"),
+               400: ("the body is not JSON (`bad_request`)", "Error"),
+               403: ("the token's role may not change assignment rules (`forbidden`)", "Error"),
+               409: ("`version_conflict`: the body's `version` is not the stored one", "Error"),
+               422: ("`invalid_assignment_rules` with `problems` (code, JSON pointer path, message): unknown "
+                     "segment or group, duplicate rule id, bad assignee", "Error"),
+               504: WRITE_ERRORS[504]},
+              body="Object",
+              description="A conversation.created is answered with conversation.assigned by the first rule whose "
+                          "segment the contact is in, else conversation.unassigned. A group rule rotates over "
+                          "the group's members."),
+]
 EXTRA_SCHEMAS: dict[str, dict[str, Any]] = {"Object": {"type": "object"}}
 # --------------------------------------------------------------------------------------------------
 
@@ -166,7 +185,7 @@ META_OPERATIONS: list[Operation] = [
 
 
 def operations() -> list[Operation]:
-    return [*SEGMENT_OPERATIONS, *QUERY_OPERATIONS, *META_OPERATIONS]
+    return [*SEGMENT_OPERATIONS, *QUERY_OPERATIONS, *ASSIGNMENT_OPERATIONS, *META_OPERATIONS]
 
 
 ERROR_SCHEMA: dict[str, Any] = {

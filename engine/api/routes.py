@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine.api import health, imports, openapi, queries, segments
+from engine.api import assignment, health, imports, openapi, queries, segments
 from engine.api.auth import load_tokens
 from engine.api.server import Routes
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def all_routes() -> Routes:
     routes = Routes()
-    for module in (segments, queries, imports, health, openapi):
+    for module in (segments, queries, imports, assignment, health, openapi):
         module.register(routes)
     return routes
 

@@ -392,6 +392,11 @@ async def delete_segment(ctx: Context) -> web.Response:
     if using:
         raise ApiError(409, "segment_in_use", f"segment {segment.id!r} is referenced by {', '.join(using)}; "
                        "change or delete those first", referenced_by=using)
+    rules = ctx.engine.assignment.get(workspace)
+    routing = rules.using(segment.id) if rules is not None and segment.object_type == "contact" else []
+    if routing:
+        raise ApiError(409, "segment_in_use", f"chat assignment rules {', '.join(routing)} route by segment "
+                       f"{segment.id!r}; change those first", assignment_rules=routing)
     key = segment_key(workspace, segment.object_type, segment.id)
     data = {"id": segment.id, "object_type": segment.object_type, "version": next_version(ctx, key)}
     await publish(ctx, workspace, "segment.removed", data)

@@ -1,12 +1,17 @@
 """`make run` for a newcomer: embedded broker, worker, sample segments and records, events printed, the
-HTTP API answering the README's example, and a clean stop."""
+HTTP API answering the README's example, the reference subscriber showing events live from another
+terminal, chat conversations assigned, and a clean stop."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from typing import Any
 
 import orjson
 
@@ -14,14 +19,32 @@ from engine.broker import free_port
 from tests.conftest import REPO
 
 
-def test_run_demo_prints_events_and_serves_the_api() -> None:
-    port = free_port()
+def clean_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENT_ENGINE_")}
-    env["SEGMENT_ENGINE_WEB_PORT"] = str(port)
-    demo = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--duration", "20"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    profile = None
-    deadline = time.monotonic() + 18
+    env.update({f"SEGMENT_ENGINE_{k}": v for k, v in settings.items()})
+    return env
+
+
+def follow(broker: str, *args: str, seconds: float) -> str:
+    """Run `segment-engine tail --follow ARGS` for a while (from now on: live events only), then stop it."""
+    tail = subprocess.Popen([sys.executable, "-m", "engine.cli", "tail", "--follow", *args], cwd=REPO,
+                            env=clean_env(BROKER=broker), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(seconds)
+    tail.send_signal(signal.SIGTERM)
+    output, _ = tail.communicate(timeout=30)
+    return output.decode(errors="replace")
+
+
+def test_run_demo_prints_events_serves_the_api_and_feeds_subscribers() -> None:
+    port = free_port()
+    demo = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--duration", "45"], cwd=REPO,
+                            env=clean_env(WEB_PORT=str(port)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(line.decode(errors="replace") for line in demo.stdout),  # type: ignore[union-attr]
+                              daemon=True)
+    reader.start()
+    profile: Any = None
+    deadline = time.monotonic() + 25
     while profile is None and time.monotonic() < deadline:
         time.sleep(1)
         request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/workspaces/demo/records/contact/c1",
@@ -31,8 +54,19 @@ def test_run_demo_prints_events_and_serves_the_api() -> None:
                 profile = orjson.loads(response.read())
         except OSError:
             continue
-    output, _ = demo.communicate(timeout=120)
-    text = output.decode(errors="replace")
+    started = next((line for line in lines if "started local broker" in line), "")
+    address = re.search(r"on (127\.0\.0\.1:\d+)", started)
+    assert address is not None, "".join(lines)[-2000:]
+    # The reference subscriber, as the demo's first line tells a newcomer to run it, shows events live.
+    live = follow(address.group(1), seconds=8)
+    assignments = follow(address.group(1), "--assignments", seconds=8)
+    demo.wait(timeout=120)
+    reader.join(timeout=10)
+    text = "".join(lines)
     assert demo.returncode == 0, text[-2000:]
     assert profile is not None and profile["id"] == "c1" and "country" in profile["fields"], text[-2000:]
-    assert "started local broker" in text and "ENTERED" in text and text.rstrip().endswith("stopped")
+    assert "ENTERED" in text and text.rstrip().endswith("stopped")
+    assert re.search(r"^p\d+@\d+ .*(ENTERED|EXITED) ", live, re.MULTILINE), live[-2000:]
+    assert re.search(r"event\(s\) printed", live), live[-2000:]
+    assert re.search(r"^p\d+@\d+ .*conversation demo/conv-\S+ \(contact c\d+\)  (ASSIGNED|UNASSIGNED)", assignments,
+                     re.MULTILINE), assignments[-2000:]
