@@ -18,7 +18,8 @@ import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import EventT
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import REGISTRY
 
 import topics
 from engine import metrics
@@ -30,6 +31,7 @@ from engine.errors import (BadMessage, InternalError, MalformedJson, NotImportab
                            UnknownWorkspace, WrongPartition)
 from engine.intake import (decode_message, message_changes, message_events, parse_change, parse_conversation, parse_event,
                            partition_for)
+from engine.observe import EngineCollector
 from engine.membership import RecordState, Transition, apply_change, apply_event, apply_import, apply_time, backfill
 from engine.registry import SegmentRegistry
 from engine.rules.errors import EngineError
@@ -44,7 +46,8 @@ log = logging.getLogger("segment_engine")
 
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 DUE_PER_MESSAGE = 2_000  # due records re-evaluated per tick message; the rest on the next one
-RECALCULATION_CHECK_S = 10.0  # how often the owner of partition 0 looks for segments due a recalculation
+RECALCULATION_CHECK_S = 10.0
+BACKFILL_CHUNK = 1_000  # records a backfill scans between two yields to the event loop  # how often the owner of partition 0 looks for segments due a recalculation
 
 
 class _Replayed:
@@ -96,12 +99,15 @@ class Engine:
         self.registry_ready = asyncio.Event()
         self.synced: dict[int, int] = {}  # partition -> registry generation it was synced at
         self.clocks: dict[int, int] = {}  # partition -> its time (epoch ms), see advance_clock
+        self.backfill_pending: dict[int, int] = {}  # partition -> records left to scan in a running backfill
+        self.transition_counters: dict[tuple[str, str, str], Any] = {}  # bounded per-segment metric children
         prefix = settings.topic_prefix
         self.records_topic_name = topics.RECORD_CHANGES.full_name(prefix)
         self.behaviour_topic_name = topics.BEHAVIOUR_EVENTS.full_name(prefix)
         self.conversations_topic_name = topics.CONVERSATIONS.full_name(prefix)
         self.assignments_topic_name = topics.CONVERSATION_ASSIGNMENTS.full_name(prefix)
         self.assignment_rules_topic_name = topics.ASSIGNMENT_RULES.full_name(prefix)
+        self.input_topic_names = (self.records_topic_name, self.behaviour_topic_name, self.conversations_topic_name)
         self.events_topic_name = topics.SEGMENT_EVENTS.full_name(prefix)
         self.dead_letter_topic_name = topics.DEAD_LETTERS.full_name(prefix)
         self.definitions_topic_name = topics.SEGMENT_DEFINITIONS.full_name(prefix)
@@ -154,9 +160,22 @@ class Engine:
         if settings.clock == "system":
             self.app.timer(interval=settings.tick_ms / 1000)(self._tick)
         self.app.timer(interval=RECALCULATION_CHECK_S)(self._recalculate_on_interval)
-        self.app.page("/metrics")(metrics_page)
+        # Faust's own monitor (rebalances, offsets, send latency, ...) as faust_*, and the engine's
+        # metrics (engine.metrics, engine.observe) from the same registry, on /metrics.
+        setup_prometheus_sensors(self.app, pattern="/metrics", name_prefix="faust")
+        REGISTRY.register(EngineCollector(self))
         install_routes(self)
         self.app.on_partitions_revoked.connect(self._forget_synced)
+
+    def is_ready(self) -> bool:
+        """Serving correct answers: segment registry loaded and this worker's tables recovered."""
+        if not self.registry_ready.is_set():
+            return False
+        try:
+            recovery = self.app.tables.recovery
+        except Exception:  # noqa: BLE001 - app not started
+            return False
+        return recovery.completed.is_set() and not recovery.in_recovery
 
     # ---- the record agent ------------------------------------------------------------------------
 
@@ -223,17 +242,29 @@ class Engine:
         kind = message["type"]
         now = self.advance_clock(partition, msg, message)
         work = Work(self.state)
+        started = time.perf_counter()
         if kind == "engine.tick":
             self.run_due(partition, now, work)
+            label = "tick"
         elif kind == "segment.import":
             await self.handle_import(event, message, now, work)
+            label = "import"
         elif kind in ("record.event", "record.events"):
             self.apply_events(event, message, now, work)
+            label = "events"
         elif kind in ("record.change", "record.changes"):
             self.apply_changes(event, message, now, work)
+            label = "changes"
         elif kind == "conversation.created":
             self.assign(event, message, now, work)
+            label = "conversations"
+        else:
+            label = ""
+        if label:
+            metrics.EVALUATION_SECONDS.labels(label).observe(time.perf_counter() - started)
         await self.flush(work.out)
+        if work.membership and label in ("changes", "events", "conversations") and msg.timestamp:
+            metrics.CHANGE_TO_EVENT_SECONDS.observe(max(0.0, time.time() - msg.timestamp))
         self.state.write((msg.offset, 1), work.membership, work.pending.items())
         if work.turns is not None:
             self.state.set_turns(work.turns)
@@ -256,6 +287,7 @@ class Engine:
                 metrics.CHANGES.labels("stale").inc()
                 continue
             metrics.CHANGES.labels("applied").inc()
+            metrics.SEGMENTS_EVALUATED.observe(outcome.evaluated)
             work.record(key, outcome.state, workspace, change.object_type, change.record_id, outcome.transitions, self, now)
 
     def apply_events(self, event: EventT, message: dict[str, Any], now: int, work: "Work") -> None:
@@ -452,6 +484,7 @@ class Engine:
             outcome = apply_import(work.load(key), segment_id, segment.version, data["mode"] == "add",
                                    message["id"], segments, now)
             if outcome.transitions:
+                metrics.IMPORTED_MEMBERS.labels(data["mode"]).inc()
                 work.record(key, outcome.state, workspace, object_type, record_id, outcome.transitions, self, now)  # type: ignore[arg-type]
 
     async def registry_reaches(self, key: str, version: int, timeout: float = 30.0) -> None:
@@ -493,7 +526,7 @@ class Engine:
                 segment = self.registry.get(workspace, object_type, segment_id)
                 if segment is not None and segment.evaluated:
                     segment_ids.add(segment_id)
-            membership, changed = self._backfill_partition(partition, scopes, out, self.now_of(partition))
+            membership, changed = await self._backfill_partition(partition, scopes, out, self.now_of(partition))
             await self.flush(out)
             marker = (offset, 0)
             for key in removed_keys:
@@ -502,28 +535,45 @@ class Engine:
             self.state.set_applied(stamps)
         self.synced[partition] = generation
 
-    def _backfill_partition(
+    async def _backfill_partition(
         self, partition: int, scopes: dict[tuple[str, str], set[str]], out: list[Outgoing], now: int
     ) -> tuple[list[Scoped], list[tuple[bytes, RecordState]]]:
-        """Re-evaluate the stored records of `scopes` (scope -> segment ids to evaluate)."""
+        """Re-evaluate the stored records of `scopes` (scope -> segment ids to evaluate).
+
+        Yields to the event loop every BACKFILL_CHUNK records, so health checks, metrics (progress in
+        segment_engine_backfill_pending_records) and queries are answered during a long backfill."""
         membership: list[Scoped] = []
         changed: list[tuple[bytes, RecordState]] = []
-        for key, raw in self.state.records(partition):
-            workspace, object_type, record_id = split_record_key(key.decode())
-            segment_ids = scopes.get((workspace, object_type))
-            if segment_ids is None:
-                continue
-            metrics.BACKFILLED_RECORDS.inc()
-            state = RecordState.from_bytes(raw)
-            member_count = len(state.members)
-            segments = self.registry.segment_set(workspace, object_type)
-            transitions = backfill(state, segment_ids & segments.evaluated_ids, segments, now)
-            if transitions:
-                membership.append((workspace, object_type, record_id, transitions))
-                out.extend(self.membership_events(workspace, object_type, record_id, transitions, now))
-            if transitions or len(state.members) != member_count or state.due != state.scheduled:
-                changed.append((key, state))
+        estimate = self.state.record_estimate(partition)
+        scanned = 0
+        self.backfill_pending[partition] = estimate
+        try:
+            for key, raw in self.state.records(partition):
+                scanned += 1
+                if scanned % BACKFILL_CHUNK == 0:
+                    self.backfill_pending[partition] = max(0, estimate - scanned)
+                    await asyncio.sleep(0)
+                self._backfill_record(key, raw, scopes, out, now, membership, changed)
+        finally:
+            self.backfill_pending[partition] = 0
         return membership, changed
+
+    def _backfill_record(self, key: bytes, raw: bytes, scopes: dict[tuple[str, str], set[str]], out: list[Outgoing],
+                         now: int, membership: list[Scoped], changed: list[tuple[bytes, RecordState]]) -> None:
+        workspace, object_type, record_id = split_record_key(key.decode())
+        segment_ids = scopes.get((workspace, object_type))
+        if segment_ids is None:
+            return
+        metrics.BACKFILLED_RECORDS.inc()
+        state = RecordState.from_bytes(raw)
+        member_count = len(state.members)
+        segments = self.registry.segment_set(workspace, object_type)
+        transitions = backfill(state, segment_ids & segments.evaluated_ids, segments, now)
+        if transitions:
+            membership.append((workspace, object_type, record_id, transitions))
+            out.extend(self.membership_events(workspace, object_type, record_id, transitions, now))
+        if transitions or len(state.members) != member_count or state.due != state.scheduled:
+            changed.append((key, state))
 
     async def _forget_synced(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         self.synced.clear()
@@ -537,6 +587,7 @@ class Engine:
         key = record_key(workspace, object_type, record_id).encode()
         for t in transitions:
             metrics.MEMBERSHIP_EVENTS.labels(t.event_type, t.cause).inc()
+            self.count_transition(workspace, t.segment_id, t.event_type)
             event_id = transition_id(
                 workspace, object_type, record_id, t.segment_id, t.segment_version, t.record_version, t.event_type,
                 t.nonce,
@@ -551,6 +602,18 @@ class Engine:
                 "at": now,
             }
             yield self.events_topic_name, key, encode(envelope(t.event_type, data, workspace=workspace, id_=event_id))
+
+    def count_transition(self, workspace: str, segment_id: str, event_type: str) -> None:
+        """Joins and leaves per segment, labelled by segment id for the first METRICS_MAX_SEGMENTS segments
+        this worker sees (Prometheus cost grows with label values), the rest under "_other"."""
+        key = (workspace, segment_id, event_type)
+        counter = self.transition_counters.get(key)
+        if counter is None:
+            labelled = len({(w, s) for w, s, _ in self.transition_counters}) < self.settings.metrics_max_segments
+            kind = "entered" if event_type == "segment.entered" else "exited"
+            counter = metrics.SEGMENT_TRANSITIONS.labels(workspace, segment_id if labelled else "_other", kind)
+            self.transition_counters[key] = counter
+        counter.inc()
 
     def segment_deleted_event(self, workspace: str, object_type: str, segment_id: str, version: int) -> Outgoing:
         event_id = transition_id(workspace, object_type, "", segment_id, version, 0, "segment.deleted")
@@ -684,7 +747,3 @@ class Engine:
         await asyncio.gather(*futures)
 
 
-
-async def metrics_page(view: Any, request: Any) -> Any:
-    """GET /metrics: Prometheus text of this worker. (A plain function: Faust binds the view itself.)"""
-    return view.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])

@@ -206,6 +206,50 @@ def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_progress(settings: Settings, args: argparse.Namespace) -> int:
+    """Backfills (segment created, edited, recalculated) and consumer lag of every worker, from /health;
+    with --wait, until every worker is ready, no backfill runs and nothing is left to apply."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    args.url = args.url or f"http://127.0.0.1:{settings.web_port}"
+
+    def fetch(url: str) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=5) as response:
+                return orjson.loads(response.read())  # type: ignore[no-any-return]
+        except urllib.error.HTTPError as exc:  # 503: not ready, same body
+            return orjson.loads(exc.read())  # type: ignore[no-any-return]
+        except OSError:
+            return None
+
+    deadline = time.monotonic() + args.timeout
+    while True:
+        first = fetch(args.url)
+        urls = sorted((first or {}).get("workers") or {}) or [args.url]
+        done = first is not None
+        for url in urls:
+            health = first if url.rstrip("/") == args.url.rstrip("/") else fetch(url)
+            if health is None:
+                print(f"{time.strftime('%H:%M:%S')}  {url}  unreachable", flush=True)
+                done = False
+                continue
+            backfill = sum(health.get("backfill_pending", {}).values())
+            lag = sum(health.get("lag", {}).values())
+            detail = " ".join(f"p{p}:{n}" for p, n in health.get("backfill_pending", {}).items())
+            print(f"{time.strftime('%H:%M:%S')}  {url}  {'ready' if health.get('ready') else 'NOT READY'}  "
+                  f"partitions={health.get('partitions')}  backfill pending={backfill}{' (' + detail + ')' if detail else ''}"
+                  f"  lag={lag}", flush=True)
+            done = done and bool(health.get("ready")) and backfill == 0 and lag == 0
+        if not args.wait or done:
+            return 0
+        if time.monotonic() > deadline:
+            print(f"segment-engine progress: not done after {args.timeout:.0f} s", file=sys.stderr)
+            return 1
+        time.sleep(args.interval)
+
+
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from engine.demo import run_demo
 
@@ -325,6 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="follow chat assignment decisions (conversation-assignments) instead of segment events; "
                         "--segment then keeps decisions made by rules on those segments")
     p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("progress", help="backfill progress and consumer lag of every worker (from their /health)")
+    p.add_argument("--url", default=None, help="any worker's HTTP address (default http://127.0.0.1:$SEGMENT_ENGINE_WEB_PORT); "
+                                               "the others are found through it")
+    p.add_argument("--wait", action="store_true", help="repeat until every worker is ready, idle and caught up")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between two reports with --wait")
+    p.add_argument("--timeout", type=float, default=3600.0, help="give up (exit 1) after this many seconds with --wait")
+    p.set_defaults(func=cmd_progress)
 
     p = sub.add_parser("run", help="demo: embedded broker, a worker, sample segments and changes, events printed")
     p.add_argument("--duration", type=float, default=0, help="stop after N seconds (0 = until Ctrl-C)")

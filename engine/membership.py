@@ -95,6 +95,7 @@ class Transition(NamedTuple):
 class Outcome(NamedTuple):
     state: RecordState | None  # None: the input was stale (or a duplicate) and ignored
     transitions: list[Transition]
+    evaluated: int = 0  # segments evaluated directly (a change's metric; dependents not counted)
 
 
 STALE = Outcome(None, [])
@@ -150,7 +151,7 @@ def apply_change(prev: RecordState | None, change: Change, segments: SegmentSet,
     transitions = evaluate(state, candidates, segments, now, "change")
     if retime:
         state.due = next_due(state, segments, now)
-    return Outcome(state, transitions)
+    return Outcome(state, transitions, len(candidates))  # type: ignore[arg-type]
 
 
 def apply_event(prev: RecordState | None, event: Event, segments: SegmentSet, now: int) -> Outcome:

@@ -34,6 +34,8 @@ class Settings:
     # "manual": time moves only by engine.tick messages carrying `now` (tests, `segment-engine clock set`).
     clock: str = "system"
     tick_ms: int = 1_000
+    # Segment ids used as metric labels per worker (transitions, sizes); the rest are summed as "_other".
+    metrics_max_segments: int = 500
 
     @property
     def broker_url(self) -> str:
@@ -69,6 +71,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         session_timeout=float(get("SESSION_TIMEOUT", str(defaults.session_timeout))),
         clock=_clock(get("CLOCK", defaults.clock)),
         tick_ms=int(get("TICK_MS", str(defaults.tick_ms))),
+        metrics_max_segments=int(get("METRICS_MAX_SEGMENTS", str(defaults.metrics_max_segments))),
     )
 
 

@@ -143,6 +143,18 @@ class StateStore:
         raw = self._db(partition).get(key)
         return None if raw is None else RecordState.from_bytes(raw)
 
+    def applied_position(self, partition: int, topic: str) -> int | None:
+        """`position` of a given partition, readable outside the agent (metrics)."""
+        raw = self._db(partition).get(POSITION_KEY + topic.encode())
+        return None if raw is None else int(raw)
+
+    def record_estimate(self, partition: int) -> int:
+        """RocksDB's estimate of the partition's keys (records plus a few internal keys), for progress."""
+        try:
+            return int(self._db(partition).property_int_value("rocksdb.estimate-num-keys") or 0)
+        except Exception:  # noqa: BLE001 - an estimate only
+            return 0
+
     def clock(self, partition: int) -> int | None:
         raw = self._db(partition).get(CLOCK_KEY)
         return None if raw is None else int(raw)

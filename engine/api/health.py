@@ -1,17 +1,53 @@
-"""GET /health: is this worker ready, which partitions does it own, who owns the rest."""
+"""Health: liveness (the process serves), readiness (it answers correctly: segment registry loaded and
+tables recovered; not while a rebalance restores state) and the details an operator looks at."""
 from __future__ import annotations
 
 from aiohttp import web
 
 from engine.api.server import Context, Routes, reply
+from engine.observe import consumer_lag
 
 
 def register(routes: Routes) -> None:
     routes.add("GET", "/health", health, public=True)
+    routes.add("GET", "/health/live", live, public=True)
+    routes.add("GET", "/health/ready", ready, public=True)
+
+
+async def live(ctx: Context) -> web.StreamResponse:
+    """200 while the event loop serves requests: a restart cannot help anything that answers here."""
+    return reply({"live": True})
+
+
+def readiness(ctx: Context) -> dict[str, bool]:
+    engine = ctx.engine
+    recovery = engine.app.tables.recovery
+    return {
+        "ready": engine.is_ready(),
+        "registry_loaded": engine.registry_ready.is_set(),
+        "recovering": bool(recovery.in_recovery or not recovery.completed.is_set()),
+    }
+
+
+async def ready(ctx: Context) -> web.StreamResponse:
+    """200 when this worker answers correctly, 503 while it loads definitions or recovers its tables."""
+    state = readiness(ctx)
+    return reply(state, 200 if state["ready"] else 503)
 
 
 async def health(ctx: Context) -> web.StreamResponse:
+    """Readiness plus the partitions this worker owns, who owns the rest, running backfills (records left
+    per partition) and consumer lag per partition (messages not applied yet, all input topics)."""
     engine = ctx.engine
-    partitions = engine.cluster.local_partitions()
-    ready = engine.registry_ready.is_set()
-    return reply({"ready": ready, "partitions": partitions, "workers": engine.cluster.owners()}, 200 if ready else 503)
+    state = readiness(ctx)
+    try:
+        partitions = engine.cluster.local_partitions()
+    except Exception:  # noqa: BLE001 - not assigned yet
+        partitions = []
+    backfill = {str(p): n for p, n in sorted(engine.backfill_pending.items()) if n}
+    lag: dict[str, int] = {}
+    for (_, p), n in consumer_lag(engine, partitions).items():
+        lag[str(p)] = lag.get(str(p), 0) + n
+    body = {**state, "partitions": partitions, "workers": engine.cluster.owners(), "backfill_pending": backfill,
+            "lag": lag}
+    return reply(body, 200 if state["ready"] else 503)
