@@ -21,6 +21,10 @@ class Settings:
     partitions: int = 4  # partitions of the record-change topic and everything co-partitioned with it
     data_dir: Path = Path("data")
     web_port: int = 6066
+    # Address the web server (HTTP API, /metrics, /health/*) listens on; 0.0.0.0 in containers.
+    web_bind: str = "127.0.0.1"
+    # Host name other workers use to reach this one (forwarded queries); the pod or container name in a cluster.
+    web_host: str = "127.0.0.1"
     workspaces_file: Path = SAMPLES / "workspaces.json"
     max_message_bytes: int = 1_048_576
     tokens_file: Path = SAMPLES / "tokens.json"  # bearer token -> workspace, role, team member
@@ -63,6 +67,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         partitions=int(get("PARTITIONS", str(defaults.partitions))),
         data_dir=Path(get("DATA_DIR", str(defaults.data_dir))),
         web_port=int(get("WEB_PORT", str(defaults.web_port))),
+        web_bind=get("WEB_BIND", defaults.web_bind),
+        web_host=get("WEB_HOST", defaults.web_host),
         workspaces_file=Path(get("WORKSPACES_FILE", str(defaults.workspaces_file))),
         max_message_bytes=int(get("MAX_MESSAGE_BYTES", str(defaults.max_message_bytes))),
         tokens_file=Path(get("TOKENS_FILE", str(defaults.tokens_file))),

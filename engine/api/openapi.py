@@ -178,9 +178,15 @@ META_OPERATIONS: list[Operation] = [
         {200: ("OpenAPI 3.1 description of the HTTP API", None)}, public=True,
     ),
     Operation(
-        "GET", "/health", "getHealth", "Is this worker ready; which partitions it owns; who owns the rest", "meta",
-        {200: ("ready", "Object"), 503: ("still loading segment definitions", "Object")}, public=True,
+        "GET", "/health", "getHealth",
+        "Readiness, the partitions this worker owns, who owns the rest, running backfills and lag", "meta",
+        {200: ("ready", "Object"), 503: ("loading segment definitions or recovering tables", "Object")}, public=True,
     ),
+    Operation("GET", "/health/live", "getLiveness", "Liveness: 200 while the worker serves", "meta",
+              {200: ("live", "Object")}, public=True),
+    Operation("GET", "/health/ready", "getReadiness",
+              "Readiness: 200 once definitions are loaded and tables recovered, else 503", "meta",
+              {200: ("ready", "Object"), 503: ("not ready: `registry_loaded`, `recovering`", "Object")}, public=True),
 ]
 
 
