@@ -166,6 +166,7 @@ class Engine:
         REGISTRY.register(EngineCollector(self))
         install_routes(self)
         self.app.on_partitions_revoked.connect(self._forget_synced)
+        self.app.on_partitions_assigned.connect(self._nudge_assigned)
 
     def is_ready(self) -> bool:
         """Serving correct answers: segment registry loaded and this worker's tables recovered."""
@@ -574,6 +575,19 @@ class Engine:
             out.extend(self.membership_events(workspace, object_type, record_id, transitions, now))
         if transitions or len(state.members) != member_count or state.due != state.scheduled:
             changed.append((key, state))
+
+    async def _nudge_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
+        """Put a marker at the end of every input partition this worker now owns. Around a rebalance the
+        consumer can resume past messages that were never applied; the marker's offset reveals that gap
+        (see repair_gap) even on a partition where nothing else arrives."""
+        marker = encode(envelope("engine.sync", {}))
+        producer = self.app.producer
+        try:
+            futures = [await producer.send(tp.topic, None, marker, tp.partition, None, None)
+                       for tp in assigned if tp.topic in self.input_topic_names]
+            await asyncio.gather(*futures)
+        except Exception:  # noqa: BLE001 - best effort: the next message reveals a gap anyway
+            log.exception("could not send markers to newly assigned partitions")
 
     async def _forget_synced(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         self.synced.clear()
