@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Iterable
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.types import EventT
+from faust.types import TP, EventT
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import REGISTRY
 
@@ -37,7 +37,7 @@ from engine.registry import SegmentRegistry
 from engine.rules.errors import EngineError
 from engine.schemas import validate_message
 from engine.settings import Settings
-from engine.state import Scoped, StateStore
+from engine.state import PartitionWrites, Scoped, StateStore
 from engine.true_ends import TrueEndConsumer, true_ends
 from engine.workspaces import load_workspaces
 
@@ -68,8 +68,9 @@ class Work:
     """What one message does: events to produce, record states to write, membership changes to index.
     Everything is produced and acknowledged before any of it is written."""
 
-    def __init__(self, state: StateStore) -> None:
+    def __init__(self, state: StateStore, partition: int) -> None:
         self.state = state
+        self.partition = partition
         self.out: list[Outgoing] = []
         self.pending: dict[bytes, RecordState] = {}
         self.membership: list[Scoped] = []
@@ -101,6 +102,7 @@ class Engine:
         self.clocks: dict[int, int] = {}  # partition -> its time (epoch ms), see advance_clock
         self.backfill_pending: dict[int, int] = {}  # partition -> records left to scan in a running backfill
         self.transition_counters: dict[tuple[str, str, str], Any] = {}  # bounded per-segment metric children
+        self.event_counters: dict[tuple[str, str], Any] = {}
         prefix = settings.topic_prefix
         self.records_topic_name = topics.RECORD_CHANGES.full_name(prefix)
         self.behaviour_topic_name = topics.BEHAVIOUR_EVENTS.full_name(prefix)
@@ -108,6 +110,8 @@ class Engine:
         self.assignments_topic_name = topics.CONVERSATION_ASSIGNMENTS.full_name(prefix)
         self.assignment_rules_topic_name = topics.ASSIGNMENT_RULES.full_name(prefix)
         self.input_topic_names = (self.records_topic_name, self.behaviour_topic_name, self.conversations_topic_name)
+        self.partition_counts = {spec.full_name(prefix): spec.partition_count(settings.partitions)
+                                 for spec in topics.ALL_TOPICS}
         self.events_topic_name = topics.SEGMENT_EVENTS.full_name(prefix)
         self.dead_letter_topic_name = topics.DEAD_LETTERS.full_name(prefix)
         self.definitions_topic_name = topics.SEGMENT_DEFINITIONS.full_name(prefix)
@@ -139,8 +143,9 @@ class Engine:
         self.records_topic = self.app.topic(self.records_topic_name, self.behaviour_topic_name,
                                             self.conversations_topic_name, partitions=n, **raw)
         # Same options Faust gives its own changelog topics, under the name declared in topics/.
+        self.changelog_topic_name = topics.RECORD_STATE_CHANGELOG.full_name(prefix)
         changelog = self.app.topic(
-            topics.RECORD_STATE_CHANGELOG.full_name(prefix),
+            self.changelog_topic_name,
             partitions=n,
             compacting=True,
             deleting=False,
@@ -184,15 +189,56 @@ class Engine:
         await self.registry_ready.wait()
         async for event in stream.events():
             msg = event.message
-            last = self.state.position(msg.topic)
+            last = self.state.applied_position(msg.partition, msg.topic)
             if last is not None and msg.offset <= last:
                 # Applied already (its state and events are in place): redelivered after a crash or rebalance.
                 metrics.REDELIVERED.inc()
                 continue
             if msg.offset > (last if last is not None else -1) + 1:
                 await self.repair_gap(event, (last if last is not None else -1) + 1)
-            await self.handle(event)
-            self.state.set_position(msg.topic, msg.offset)
+            await self.apply_message(event)
+
+    async def apply_message(self, event: EventT) -> None:
+        """Apply one message and commit what it wrote (state, position) at once, after its events."""
+        msg = event.message
+        self.state.begin(msg.partition)
+        await self.handle(event)
+        self.state.set_position(msg.topic, msg.offset)
+        await self.commit(self.state.writes)
+
+    async def commit(self, writes: PartitionWrites) -> None:
+        """One RocksDB write batch, then the same keys as one record batch on the changelog partition
+        (Faust's recovery format: key, value or a tombstone). The changelog is not awaited here: Faust
+        flushes the producer before it commits consumer offsets. Its offset is recorded in RocksDB once
+        acknowledged, so a restart on the same data directory replays only what came after."""
+        if not writes.pending:
+            return
+        writes.apply_locally()
+        producer = self.app.producer._producer  # aiokafka's producer: record batches, one send per batch
+        partition = writes.partition
+        batch = producer.create_batch()
+        count = 0
+        for key, value in writes.pending.items():
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                await self._send_changelog(producer, batch, partition, count)
+                batch, count = producer.create_batch(), 0
+                batch.append(key=key, value=value, timestamp=None)
+            count += 1
+        await self._send_changelog(producer, batch, partition, count)
+
+    async def _send_changelog(self, producer: Any, batch: Any, partition: int, count: int) -> None:
+        future = await producer.send_batch(batch, self.changelog_topic_name, partition=partition)
+        tp = TP(self.changelog_topic_name, partition)
+
+        def persisted(done: Any) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            try:
+                self.table.data.set_persisted_offset(tp, done.result().offset + count - 1)
+            except Exception:  # noqa: BLE001 - the partition moved away meanwhile: its next owner restores
+                pass
+
+        future.add_done_callback(persisted)
 
     async def repair_gap(self, event: EventT, start: int) -> None:
         """Apply the messages between the partition's applied position and this one, which the consumer
@@ -222,8 +268,7 @@ class Engine:
                 for record in batch.get(tp, []):
                     if record.offset >= msg.offset:
                         return
-                    await self.handle(_Replayed(record))
-                    self.state.set_position(msg.topic, record.offset)
+                    await self.apply_message(_Replayed(record))
                     metrics.GAP_MESSAGES.inc()
         finally:
             await consumer.stop()
@@ -242,7 +287,7 @@ class Engine:
             return
         kind = message["type"]
         now = self.advance_clock(partition, msg, message)
-        work = Work(self.state)
+        work = Work(self.state, partition)
         started = time.perf_counter()
         if kind == "engine.tick":
             self.run_due(partition, now, work)
@@ -285,9 +330,9 @@ class Engine:
                 work.out.append(self.failed_item(event, exc, index if batch else None))
                 continue
             if outcome.state is None:
-                metrics.CHANGES.labels("stale").inc()
+                metrics.CHANGES_STALE.inc()
                 continue
-            metrics.CHANGES.labels("applied").inc()
+            metrics.CHANGES_APPLIED.inc()
             metrics.SEGMENTS_EVALUATED.observe(outcome.evaluated)
             work.record(key, outcome.state, workspace, change.object_type, change.record_id, outcome.transitions, self, now)
 
@@ -308,9 +353,9 @@ class Engine:
                 work.out.append(self.failed_item(event, exc, index if batch else None))
                 continue
             if outcome.state is None:
-                metrics.BEHAVIOUR_EVENTS.labels("ignored").inc()
+                metrics.BEHAVIOUR_EVENTS_IGNORED.inc()
                 continue
-            metrics.BEHAVIOUR_EVENTS.labels("applied").inc()
+            metrics.BEHAVIOUR_EVENTS_APPLIED.inc()
             work.record(key, outcome.state, workspace, behaviour.object_type, behaviour.record_id,
                         outcome.transitions, self, now)
 
@@ -600,7 +645,11 @@ class Engine:
     ) -> Iterable[Outgoing]:
         key = record_key(workspace, object_type, record_id).encode()
         for t in transitions:
-            metrics.MEMBERSHIP_EVENTS.labels(t.event_type, t.cause).inc()
+            events_counter = self.event_counters.get((t.event_type, t.cause))
+            if events_counter is None:
+                events_counter = self.event_counters[(t.event_type, t.cause)] = metrics.MEMBERSHIP_EVENTS.labels(
+                    t.event_type, t.cause)
+            events_counter.inc()
             self.count_transition(workspace, t.segment_id, t.event_type)
             event_id = transition_id(
                 workspace, object_type, record_id, t.segment_id, t.segment_version, t.record_version, t.event_type,
@@ -670,10 +719,22 @@ class Engine:
         """Produce everything and wait for the broker's acknowledgement before state moves on."""
         if not out:
             return
-        producer = self.app.producer
+        # Record batches per (topic, partition): one send per batch instead of one per event (a send
+        # costs tens of µs); the partition is the one Kafka's default partitioner gives the key.
+        producer = self.app.producer._producer
+        batches: dict[tuple[str, int], Any] = {}
         futures: list[Awaitable[Any]] = []
         for topic, key, value in out:
-            futures.append(await producer.send(topic, key, value, None, None, None))
+            partition = partition_for(key.decode(), self.partition_counts[topic]) if key is not None else 0
+            batch = batches.get((topic, partition))
+            if batch is None:
+                batch = batches[(topic, partition)] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = batches[(topic, partition)] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        for (topic, partition), batch in batches.items():
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*futures)
 
     # ---- segment definitions ---------------------------------------------------------------------

@@ -96,3 +96,9 @@ IMPORTED_MEMBERS = Counter(
     "Static segment memberships added or removed by imports (progress of an import, with consumer lag).",
     ["mode"],
 )
+
+# Children the hot path increments, bound once (`labels()` costs a lock and a dict lookup per call).
+CHANGES_APPLIED = CHANGES.labels("applied")
+CHANGES_STALE = CHANGES.labels("stale")
+BEHAVIOUR_EVENTS_APPLIED = BEHAVIOUR_EVENTS.labels("applied")
+BEHAVIOUR_EVENTS_IGNORED = BEHAVIOUR_EVENTS.labels("ignored")

@@ -40,21 +40,65 @@ def schedule_key(due: int, record: bytes) -> bytes:
     return SCHEDULE_PREFIX + due.to_bytes(8, "big") + record
 
 
+class PartitionWrites:
+    """One message's writes to one partition's RocksDB, kept until the agent commits them at once: one
+    RocksDB write batch (atomic) and one changelog record batch, instead of a Faust table write (a
+    RocksDB put plus a changelog send, about 100 µs) per key. Reads see the pending writes."""
+
+    __slots__ = ("db", "partition", "pending")
+
+    def __init__(self, db: Any, partition: int) -> None:
+        self.db = db
+        self.partition = partition
+        self.pending: dict[bytes, bytes | None] = {}  # None: delete
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        if key in self.pending:
+            value = self.pending[key]
+            return default if value is None else value
+        value = self.db.get(key)
+        return default if value is None else value
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.pending[key] = value
+
+    def __delitem__(self, key: bytes) -> None:
+        self.pending[key] = None
+
+    def apply_locally(self) -> None:
+        """Write the pending keys to RocksDB in one atomic batch."""
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        for key, value in self.pending.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        self.db.write(batch)
+
+
 class StateStore:
     def __init__(self, table: Any) -> None:
         self.table = table
+        self.writes = PartitionWrites(None, -1)  # the message in progress (see begin)
+
+    def begin(self, partition: int) -> "PartitionWrites":
+        """Start collecting one message's writes to `partition`; reads inside the agent see them."""
+        self.writes = PartitionWrites(self._db(partition), partition)
+        return self.writes
 
     # ---- writes: inside the agent ----------------------------------------------------------------
 
     def load(self, key: bytes) -> RecordState | None:
-        raw = self.table.get(key)
+        raw = self.writes.get(key)
         return None if raw is None else RecordState.from_bytes(raw)
 
     def write(self, marker: Marker, membership: Iterable[Scoped], states: Iterable[tuple[bytes, RecordState]]) -> None:
-        """Member index and counts first, record states last: a crash that cuts this sequence leaves
-        records un-updated, so their change is replayed, and the index writes are idempotent."""
+        """Member index, counts, schedule and record states of one message (the order no longer matters:
+        a message's writes reach RocksDB in one write batch and the changelog in one record batch)."""
         deltas: dict[str, int] = defaultdict(int)
-        table = self.table
+        table = self.writes
         for workspace, object_type, record_id, transitions in membership:
             for t in transitions:
                 seg_key = segment_key(workspace, object_type, t.segment_id)
@@ -77,7 +121,7 @@ class StateStore:
             table[key] = state.to_bytes()
 
     def _add_counts(self, marker: Marker, deltas: dict[str, int]) -> None:
-        raw = self.table.get(COUNTS_KEY)
+        raw = self.writes.get(COUNTS_KEY)
         doc: dict[str, Any] = orjson.loads(raw) if raw else {"at": [-1, 0], "n": {}}
         if tuple(doc["at"]) >= marker:
             return
@@ -85,45 +129,45 @@ class StateStore:
         for seg_key, delta in deltas.items():
             counts[seg_key] = counts.get(seg_key, 0) + delta
         doc["at"] = list(marker)
-        self.table[COUNTS_KEY] = orjson.dumps(doc)
+        self.writes[COUNTS_KEY] = orjson.dumps(doc)
 
     def drop_segment(self, partition: int, seg_key: str, marker: Marker) -> None:
         """Forget a removed segment's members in this partition (index entries and count)."""
         for key in list(self._prefix_keys(partition, member_prefix(seg_key))):
-            del self.table[key]
-        raw = self.table.get(COUNTS_KEY)
+            del self.writes[key]
+        raw = self.writes.get(COUNTS_KEY)
         if raw:
             doc = orjson.loads(raw)
             if doc["n"].pop(seg_key, None) is not None:
                 doc["at"] = list(max(tuple(doc["at"]), marker))
-                self.table[COUNTS_KEY] = orjson.dumps(doc)
+                self.writes[COUNTS_KEY] = orjson.dumps(doc)
 
     def position(self, topic: str) -> int | None:
-        raw = self.table.get(POSITION_KEY + topic.encode())
+        raw = self.writes.get(POSITION_KEY + topic.encode())
         return None if raw is None else int(raw)
 
     def set_position(self, topic: str, offset: int) -> None:
         """Written after everything a message changed: offsets up to here need no replay."""
-        self.table[POSITION_KEY + topic.encode()] = str(offset).encode()
+        self.writes[POSITION_KEY + topic.encode()] = str(offset).encode()
 
     def set_clock(self, now: int) -> None:
-        self.table[CLOCK_KEY] = str(now).encode()
+        self.writes[CLOCK_KEY] = str(now).encode()
 
     def turns(self) -> dict[str, int]:
-        raw = self.table.get(TURNS_KEY)
+        raw = self.writes.get(TURNS_KEY)
         return orjson.loads(raw) if raw else {}
 
     def set_turns(self, turns: dict[str, int]) -> None:
         """Written after the contacts' states: a crash in between replays the message, which finds its
         conversations decided already, so a group never hands out the same turn twice."""
-        self.table[TURNS_KEY] = orjson.dumps(turns)
+        self.writes[TURNS_KEY] = orjson.dumps(turns)
 
     def applied(self) -> dict[str, list[Any]]:
-        raw = self.table.get(APPLIED_KEY)
+        raw = self.writes.get(APPLIED_KEY)
         return orjson.loads(raw) if raw else {}
 
     def set_applied(self, stamps: dict[str, list[Any]]) -> None:
-        self.table[APPLIED_KEY] = orjson.dumps(stamps)
+        self.writes[APPLIED_KEY] = orjson.dumps(stamps)
 
     # ---- reads: by partition, any context ---------------------------------------------------------
 
