@@ -1,9 +1,12 @@
-"""`make bench`: engine throughput (single and batched messages, 10 and 1,000 segments) vs an empty Faust agent,
-then the cost of the scheduler and of behavioural aggregates (bench/time_and_behaviour.py; --time-behaviour).
+"""`make bench`: the engine against its peers on one generated workload, on one embedded broker, in one run.
 
-Everything runs on one embedded local broker (127.0.0.1). Each row pre-publishes its messages, then starts a
-fresh worker process and polls its counter; the rate is measured from the first poll that saw progress to
-the poll that saw the last message, so process start, group join and recovery are excluded.
+Rows (see bench/README.md): the engine with single-change and batched (x100) messages, and three BASELINES on
+the same messages: a bare aiokafka consumer that decodes (the transport limit), an empty Faust agent, and a
+naive Faust implementation of the same job (bench/naive_worker.py); at 10, 1,000 and 10,000 segments.
+Columns: changes/s, its ratio to each peer, p50/p99 change->event latency at a fixed offered load, peak RSS,
+RocksDB bytes per record; then the backfill time of a new segment (bench/backfill.py).
+
+`python -m bench.run --quick` is a smoke run of about 1.5 minutes (tiny counts, 10 and 1,000 segments).
 """
 from __future__ import annotations
 
@@ -12,309 +15,462 @@ import json
 import os
 import platform
 import random
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from engine.admin import ensure_topics
-from engine.broker import LocalBroker, free_port
+import orjson
+
+from engine.broker import LocalBroker
 from engine.client import Publisher
-from engine.sample_data import contact_changes
-from engine.settings import Settings
+from engine.sample_data import zipf_contact_updates
 
+from bench import backfill
+from bench.harness import (  # noqa: F401 - re-exported: bench/time_and_behaviour.py imports them from here
+    REPO, RESULTS, Latency, Msg, Progress, Throughput, WorkerSession, encode_batches, encode_single, fresh_settings,
+    metric_sum, paced, scrape, send_all, spawn, stop, tail, vm_hwm_mb, watch, worker_env,
+)
 from bench.segments import match_rate, random_segments
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "results"
-POLL_S = 0.1
+FULL_CHANGES = "10=15000/50000,1000=2500/5000,10000=250/600"
+QUICK_CHANGES = "10=1500/3000,1000=150/300"
 
 
 @dataclass
 class Row:
-    """One measured scenario."""
+    """One line of the table."""
 
     scenario: str
+    kind: str  # engine | naive | raw | empty
+    mode: str  # single | batched
     segments: int
-    messages: int
     changes: int
-    seconds: float  # measured window (first poll with progress -> poll that saw everything)
-    rate: float  # changes/s for the engine, messages/s for the empty agent
+    messages: int
+    seconds: float
+    rate: float  # changes/s
     events_per_change: float | None = None
-    startup_s: float = 0.0  # worker start -> first progress seen (not part of the rate)
-    publish_s: float = 0.0
-    outcomes: dict[str, float] = field(default_factory=dict)
+    latency: dict[str, Any] | None = None
+    latency_note: str = ""
+    vm_hwm_mb: float | None = None
+    disk_bytes_per_record: float | None = None
+    sst_bytes_per_record: float | None = None
+    records: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- the workload -------------------------------------------------------------------------------------
 
 
 @dataclass
-class Progress:
-    first_t: float
-    first_n: float
-    last_t: float
-    last_n: float
-    started: float
+class Slices:
+    """Where each phase of a segment count's sessions reads the one change stream: single-change phase,
+    its latency phase, batched phase, its latency phase, back to back (versions only grow)."""
 
-    @property
-    def rate(self) -> float:
-        return (self.last_n - self.first_n) / (self.last_t - self.first_t)
+    single: tuple[int, int]
+    single_latency: tuple[int, int]
+    batched: tuple[int, int]
+    batched_latency: tuple[int, int]
 
 
-def scrape(url: str) -> str | None:
-    """Body of a worker web page, or None while it is not up yet."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.read().decode()
-    except OSError:
-        return None
+def parse_plan(spec: str) -> dict[int, tuple[int, int]]:
+    """"10=15000/30000,1000=3000/6000" -> {segments: (single-change changes, batched changes)}."""
+    plan = {}
+    for part in spec.split(","):
+        segments, counts = part.split("=")
+        single, batched = counts.split("/")
+        plan[int(segments)] = (int(single), int(batched))
+    return dict(sorted(plan.items()))
 
 
-def metric_sum(text: str, name: str) -> dict[str, float]:
-    """Samples of one Prometheus counter, keyed by their label string (`outcome="applied"`)."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            head, value = line.rsplit(" ", 1)
-            out[head[len(name):].strip("{}")] = float(value)
+def slices_for(plan: dict[int, tuple[int, int]], latency_changes: int) -> dict[int, Slices]:
+    out = {}
+    for n, (single, batched) in plan.items():
+        a = single + latency_changes
+        b = a + batched
+        out[n] = Slices((0, single), (single, a), (a, b), (b, b + latency_changes))
     return out
 
 
-def watch(read: Callable[[], float | None], target: int, proc: subprocess.Popen[bytes], log: Path,
-          timeout: float) -> Progress:
-    """Poll `read` until it reaches `target`; fail if the process dies or time runs out."""
-    started = time.monotonic()
-    first: tuple[float, float] | None = None
-    while True:
-        now = time.monotonic()
-        n = read()
-        if n and first is None:
-            first = (now, n)
-        if n is not None and n >= target and first is not None:
-            if now == first[0]:
-                raise RuntimeError("everything was consumed between two polls; raise the message count")
-            return Progress(first[0], first[1], now, n, started)
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}; log tail:\n{tail(log)}")
-        if now - started > timeout:
-            raise TimeoutError(f"only {n} of {target} after {timeout:.0f}s; log tail:\n{tail(log)}")
-        time.sleep(POLL_S)
+def take(stream: list[dict[str, Any]], span: tuple[int, int]) -> list[dict[str, Any]]:
+    return stream[span[0]:span[1]]
 
 
-def tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+# ---- peers ----------------------------------------------------------------------------------------------
 
 
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, *args], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen[bytes] | None) -> None:
-    """SIGKILL: nothing of the worker's state is needed afterwards, and it is instant."""
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-
-
-def fresh_settings(broker: LocalBroker, tmp: Path, tag: str) -> Settings:
-    run = f"{tag}-{uuid.uuid4().hex[:6]}"
-    settings = Settings(broker=broker.address, app_id=f"bench-{run}", topic_prefix=f"bench-{run}-",
-                        data_dir=tmp / run, web_port=free_port(), session_timeout=3.0)
-    ensure_topics(settings)
-    return settings
-
-
-def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """Environment of a `segment-engine worker` process for `settings` (plus SEGMENT_ENGINE_* `extra`)."""
-    return dict(
-        os.environ,
-        SEGMENT_ENGINE_BROKER=settings.broker,
-        SEGMENT_ENGINE_APP_ID=settings.app_id,
-        SEGMENT_ENGINE_TOPIC_PREFIX=settings.topic_prefix,
-        SEGMENT_ENGINE_PARTITIONS=str(settings.partitions),
-        SEGMENT_ENGINE_DATA_DIR=str(settings.data_dir),
-        SEGMENT_ENGINE_WEB_PORT=str(settings.web_port),
-        SEGMENT_ENGINE_WORKSPACES_FILE=str(settings.workspaces_file),
-        SEGMENT_ENGINE_SESSION_TIMEOUT=str(settings.session_timeout),
-        SEGMENT_ENGINE_LOG_LEVEL="warning",
-        **extra,
-    )
-
-
-def engine_row(broker: LocalBroker, tmp: Path, segments: list[dict[str, Any]], changes: list[dict[str, Any]],
-               batch: int, timeout: float) -> Row:
-    """Define segments, pre-publish `changes` (batch 1 = record.change messages), time a fresh worker."""
-    settings = fresh_settings(broker, tmp, f"{'batch' if batch > 1 else 'single'}-{len(segments)}")
-    publisher = Publisher(settings, source="bench")
-    t0 = time.monotonic()
+def raw_row(broker: LocalBroker, tmp: Path, messages: list[Msg], mode: str, timeout: float) -> Row:
+    """BASELINE: bench/raw_consumer.py over pre-published messages; it times itself (first batch -> last message)."""
+    settings = fresh_settings(broker, tmp, f"raw-{mode}")
+    publisher = Publisher(settings, source="bench", validate=False)
     try:
-        for segment in segments:
-            publisher.define_segment("demo", segment)
-        if batch > 1:
-            messages = publisher.publish_batches("demo", changes, batch)
-        else:
-            for change in changes:
-                publisher.publish_change("demo", change)
-            messages = len(changes)
+        send_all(publisher, publisher.records_topic, messages)
     finally:
         publisher.close()
-    publish_s = time.monotonic() - t0
-    env = worker_env(settings)
-    url = f"http://127.0.0.1:{settings.web_port}/metrics"
-    log = tmp / f"{settings.app_id}.log"
+    env = dict(os.environ, BENCH_BROKER=broker.address, BENCH_TOPIC=publisher.records_topic,
+               BENCH_PARTITIONS=str(settings.partitions), BENCH_EXPECT=str(len(messages)), BENCH_TIMEOUT=str(timeout))
+    out = subprocess.run([sys.executable, "-m", "bench.raw_consumer"], env=env, cwd=REPO, capture_output=True,
+                         timeout=timeout + 30)
+    if out.returncode != 0:
+        raise RuntimeError(f"raw consumer failed ({out.returncode}): {out.stderr.decode()[-2000:]}")
+    result = orjson.loads(out.stdout.splitlines()[-1])
+    seconds = result["last"] - result["first"]
+    if seconds <= 0:
+        raise RuntimeError("the raw consumer got everything in one fetch; raise the change count")
+    return Row(scenario=f"BASELINE raw aiokafka+orjson, {mode_label(mode)}", kind="raw", mode=mode, segments=0,
+               changes=result["changes"], messages=result["messages"], seconds=seconds,
+               rate=result["changes"] / seconds, vm_hwm_mb=result["vm_hwm_kb"] / 1024)
 
-    def changes_done() -> float | None:
-        text = scrape(url)
-        return None if text is None else sum(metric_sum(text, "segment_engine_changes_total").values())
 
-    proc = spawn(["-m", "engine.cli", "worker"], env, log)
+def empty_row(broker: LocalBroker, tmp: Path, messages: list[Msg], mode: str, timeout: float) -> Row:
+    """BASELINE: bench/empty_agent.py over pre-published messages, timed by the agent (first -> last message)."""
+    settings = fresh_settings(broker, tmp, f"empty-{mode}")
+    publisher = Publisher(settings, source="bench", validate=False)
     try:
-        progress = watch(changes_done, len(changes), proc, log, timeout)
-        text = scrape(url) or ""
-    finally:
-        stop(proc)
-    outcomes = {k.split('"')[1]: v for k, v in metric_sum(text, "segment_engine_changes_total").items()}
-    events = sum(metric_sum(text, "segment_engine_membership_events_total").values())
-    return Row(
-        scenario=f"engine, {'batched x' + str(batch) if batch > 1 else 'single-change'} messages",
-        segments=len(segments), messages=messages, changes=len(changes),
-        seconds=progress.last_t - progress.first_t, rate=progress.rate,
-        events_per_change=events / len(changes), startup_s=progress.first_t - progress.started,
-        publish_s=publish_s, outcomes=outcomes,
-    )
-
-
-def empty_agent_row(broker: LocalBroker, tmp: Path, changes: list[dict[str, Any]], timeout: float) -> Row:
-    """The same single-change messages on the baseline's own topic, consumed by bench/empty_agent.py."""
-    settings = fresh_settings(broker, tmp, "empty")
-    publisher = Publisher(settings, source="bench")
-    t0 = time.monotonic()
-    try:
-        for change in changes:
-            publisher.publish_change("demo", change)
+        send_all(publisher, publisher.records_topic, messages)
     finally:
         publisher.close()
-    publish_s = time.monotonic() - t0
-    env = dict(
-        os.environ,
-        BENCH_BROKER=broker.address,
-        BENCH_TOPIC=publisher.records_topic,
-        BENCH_APP_ID=settings.app_id,
-        BENCH_PARTITIONS=str(settings.partitions),
-        BENCH_WEB_PORT=str(settings.web_port),
-        BENCH_DATA_DIR=str(settings.data_dir),
-        BENCH_SESSION_TIMEOUT=str(settings.session_timeout),
-    )
-    url = f"http://127.0.0.1:{settings.web_port}/count"
+    env = dict(os.environ, BENCH_BROKER=broker.address, BENCH_TOPIC=publisher.records_topic, BENCH_APP_ID=settings.app_id,
+               BENCH_PARTITIONS=str(settings.partitions), BENCH_WEB_PORT=str(settings.web_port),
+               BENCH_DATA_DIR=str(settings.data_dir), BENCH_SESSION_TIMEOUT=str(settings.session_timeout))
+    url = f"http://127.0.0.1:{settings.web_port}/stats"
     log = tmp / f"{settings.app_id}.log"
-
-    def count() -> float | None:
-        text = scrape(url)
-        return None if text is None else float(text)
-
     proc = spawn(["-m", "bench.empty_agent"], env, log)
     try:
-        progress = watch(count, len(changes), proc, log, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = scrape(url)
+            stats = orjson.loads(text) if text else None
+            if stats and stats["n"] >= len(messages):
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"empty agent exited with {proc.returncode}:\n{tail(log)}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"empty agent: {stats} after {timeout:.0f}s:\n{tail(log)}")
+            time.sleep(0.1)
+        rss = vm_hwm_mb(proc.pid)
     finally:
         stop(proc)
-    return Row(scenario="BASELINE: empty Faust agent (counts only)", segments=0, messages=len(changes),
-               changes=len(changes), seconds=progress.last_t - progress.first_t, rate=progress.rate,
-               startup_s=progress.first_t - progress.started, publish_s=publish_s)
+    changes = sum(len(m.changes) for m in messages)
+    seconds = stats["last"] - stats["first"]
+    if seconds <= 0:
+        raise RuntimeError("the empty agent got everything at once; raise the change count")
+    return Row(scenario=f"BASELINE empty Faust agent, {mode_label(mode)}", kind="empty", mode=mode, segments=0,
+               changes=changes, messages=len(messages), seconds=seconds, rate=changes / seconds, vm_hwm_mb=rss)
 
 
-def print_table(rows: list[Row], baseline: float) -> None:
-    head = f"{'scenario':<44} {'segments':>8} {'messages':>9} {'changes':>8} {'secs':>6} {'changes/s':>10} {'x empty':>8} {'events/chg':>10}"
+def mode_label(mode: str, batch: int = 100) -> str:
+    return "single-change" if mode == "single" else f"batched x{batch}"
+
+
+# ---- engine and naive sessions ------------------------------------------------------------------------
+
+
+def run_session(session: WorkerSession, stream: list[dict[str, Any]], slices: Slices, args: argparse.Namespace,
+                single_msgs: list[Msg], batched_msgs: list[Msg]) -> list[Row]:
+    """Both modes on one worker: warm up the phase's contacts, time the phase, then (if the worker's capacity
+    allows) the latency phase at the fixed offered load. Footprint (RSS, disk) is the session's."""
+    rows: list[Row] = []
+    name = "engine" if session.kind == "engine" else "BASELINE naive Faust"
+    n = len(session.segments)
+    partitions = session.settings.partitions
+    try:
+        if session.proc is None:
+            session.start()
+        startup = session.wait_ready(args.start_timeout)
+        session.normal_priority()
+        for mode, span, latency_span, messages in (
+            ("single", slices.single, slices.single_latency, single_msgs),
+            ("batched", slices.batched, slices.batched_latency, batched_msgs),
+        ):
+            changes = take(stream, span)
+            created = session.warm_up(changes, args.seed, args.batch_size, args.timeout)
+            result: Throughput = session.throughput(messages, args.timeout)
+            row = Row(scenario=f"{name}, {mode_label(mode, args.batch_size)}", kind=session.kind, mode=mode,
+                      segments=n, changes=result.changes, messages=result.messages, seconds=result.seconds,
+                      rate=result.rate, events_per_change=result.events_per_change,
+                      extra={"warm_up_creates": created, "backlog_at_window_start": result.backlog_at_window_start,
+                             "worker_ready_after_s": startup, "started_under_sched_idle": session.idle_started})
+            if args.latency_seconds > 0 and result.rate >= args.latency_margin * args.latency_rate:
+                latency_changes = take(stream, latency_span)
+                session.warm_up(latency_changes, args.seed, args.batch_size, args.timeout)
+                ticks, tick_s = paced(latency_changes, mode, args.latency_rate, partitions, args.batch_size)
+                lat: Latency = session.latency(ticks, tick_s, args.latency_rate, args.timeout)
+                row.latency = asdict(lat)
+                if not lat.kept_up:
+                    row.latency_note = f"lagging: drained {lat.drain_s:.1f}s after the last change"
+            elif args.latency_seconds > 0:
+                row.latency_note = (f"saturated: {result.rate:,.0f} changes/s < {args.latency_margin:g} x "
+                                    f"{args.latency_rate:,.0f}")
+            rows.append(row)
+            print(f"  {row.scenario}, {n} segments: {row.rate:,.0f} changes/s"
+                  + (f", latency p50 {row.latency['p50_ms']:.0f} ms p99 {row.latency['p99_ms']:.0f} ms"
+                     if row.latency and row.latency["p50_ms"] is not None else f" ({row.latency_note or 'no latency'})"),
+                  flush=True)
+    finally:
+        session.close()
+    fp = session.footprint
+    records = fp.get("records") or None
+    for row in rows:
+        row.vm_hwm_mb = fp.get("vm_hwm_mb")
+        row.records = records
+        if records:
+            row.disk_bytes_per_record = fp.get("data_dir_bytes", 0) / records
+            row.sst_bytes_per_record = fp.get("sst_bytes_compacted", 0) / records
+    return rows
+
+
+# ---- table --------------------------------------------------------------------------------------------
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if not a or not b:
+        return "-"
+    x = a / b
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.2g}"
+
+
+def fmt_ms(value: float | None) -> str:
+    return "-" if value is None else (f"{value:.1f}" if value < 10 else f"{value:,.0f}")
+
+
+def print_table(rows: list[Row], args: argparse.Namespace) -> None:
+    raw = {r.mode: r.rate for r in rows if r.kind == "raw"}
+    empty = {r.mode: r.rate for r in rows if r.kind == "empty"}
+    naive = {(r.mode, r.segments): r.rate for r in rows if r.kind == "naive"}
+    head = (f"{'row':<41} {'segs':>6} {'changes':>7} {'secs':>5} {'changes/s':>10} {'x raw':>8} {'x empty':>8} "
+            f"{'x naive':>7} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} {'disk B/rec':>10} {'SST B/rec':>9} {'ev/chg':>6}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        unit = f"{r.rate:,.0f}" + ("" if r.events_per_change is not None else " msg/s")
-        epc = f"{r.events_per_change:.2f}" if r.events_per_change is not None else "-"
-        print(f"{r.scenario:<44} {r.segments:>8} {r.messages:>9,} {r.changes:>8,} {r.seconds:>6.1f} {unit:>10} "
-              f"{r.rate / baseline:>8.2f} {epc:>10}")
+        if r.latency and r.latency["p50_ms"] is not None:
+            p50, p99 = fmt_ms(r.latency["p50_ms"]), fmt_ms(r.latency["p99_ms"])
+            if not r.latency["kept_up"]:
+                p99 += "!"
+        elif r.latency_note.startswith("saturated"):
+            p50 = p99 = "sat."
+        else:
+            p50 = p99 = "-"
+        print(f"{r.scenario:<41} {r.segments or '-':>6} {r.changes:>7,} {r.seconds:>5.1f} {r.rate:>10,.0f} "
+              f"{ratio(r.rate, raw.get(r.mode)):>8} {ratio(r.rate, empty.get(r.mode)) if r.kind != 'empty' else '-':>8} "
+              f"{ratio(r.rate, naive.get((r.mode, r.segments))) if r.kind == 'engine' else '-':>7} "
+              f"{p50:>7} {p99:>7} {r.vm_hwm_mb or 0:>7,.0f} "
+              f"{'-' if r.disk_bytes_per_record is None else format(r.disk_bytes_per_record, ',.0f'):>10} "
+              f"{'-' if r.sst_bytes_per_record is None else format(r.sst_bytes_per_record, ',.0f'):>9} "
+              f"{'-' if r.events_per_change is None else format(r.events_per_change, '.2f'):>6}")
+    plan = ", ".join(f"{n:,} segs: {s:,} / {b:,}" for n, (s, b) in parse_plan(args.changes).items())
+    print(f"changes per row (single-change / batched): {plan}; the rows above 100 segments are sized so that an "
+          "engine row takes ~20-30 s (the naive rows take what they take on the same messages).")
+    print(f"x raw / x empty = changes/s over that peer's changes/s in the same mode (peers read the "
+          f"{min(parse_plan(args.changes))}-segment rows' messages); x naive = over the naive baseline's, same mode "
+          "and segments.")
+    print(f"p50/p99: change -> event latency at {args.latency_rate:,.0f} changes/s offered for {args.latency_seconds:g} s "
+          "(event's Kafka timestamp - the bench's send time of the change), over the changes that emitted an event; "
+          f"sat. = capacity below {args.latency_margin:g}x the offered load, not run; ! = the worker lagged behind. "
+          "On the embedded broker (tansu) a fetch that finds no data waits ~half of Faust's fetch_max_wait (1.5 s) "
+          "even if data arrives: below saturation that wait (0-750 ms) dominates, for engine and naive alike.")
+    print("RSS = peak RSS (VmHWM) of the worker process; disk B/rec = its data dir (RocksDB with WAL, logs) / "
+          "records stored; SST B/rec = after reopening, flushing and compacting (stored data only). Engine and naive "
+          "rows of one segment count share one worker (both modes), so these three columns are per worker.")
+
+
+def print_backfill(result: dict[str, Any]) -> None:
+    e2e, inproc = result.get("end_to_end"), result.get("in_process")
+    if e2e:
+        print(f"backfill, end to end: one new segment over {e2e['records']:,} stored contacts "
+              f"({e2e['existing_segments']} segments defined; loaded in {e2e['load_seconds']:.0f} s at "
+              f"{e2e['load_creates_per_s']:,.0f} creates/s): {e2e['backfill_seconds']:.2f} s from publishing the "
+              f"definition to every partition done = {e2e['records_per_s']:,.0f} records/s, {e2e['entered']:,.0f} "
+              f"entered; 1M records EXTRAPOLATED (linear): {e2e['extrapolated_1m_seconds']:,.0f} s"
+              + (f"; worker SST {e2e['footprint']['sst_bytes_compacted'] / e2e['records']:,.0f} B/record, peak RSS "
+                 f"{e2e['footprint']['vm_hwm_mb']:,.0f} MB" if e2e.get("footprint", {}).get("sst_bytes_compacted") else ""))
+    if inproc:
+        print(f"backfill, in process (engine's backfill code, RocksDB only, no Kafka, 1 partition): "
+              f"{inproc['records']:,} stored states: {inproc['total_seconds']:.1f} s = {inproc['records_per_s']:,.0f} "
+              f"records/s (scan+evaluate {inproc['scan_evaluate_seconds']:.1f} s, write {inproc['changed_states']:,} "
+              f"changed states {inproc['write_seconds']:.2f} s), {inproc['entered']:,} entered; "
+              f"SST {inproc['sst_bytes_per_record']:,.0f} B/record at that size")
+
+
+def git_state() -> dict[str, Any]:
+    """The commit and the files that differ from it: the engine measured is the working tree."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.rstrip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"head": git("rev-parse", "HEAD"), "dirty": git("status", "--porcelain").splitlines()}
+
+
+# ---- main ---------------------------------------------------------------------------------------------
 
 
 def main() -> int:
     from bench import time_and_behaviour  # imports this module's helpers: not at the top (no import cycle)
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--single", type=int, default=20_000, help="changes for the single-change rows (and the empty agent)")
-    parser.add_argument("--batched", type=int, default=40_000, help="changes for the batched rows")
-    parser.add_argument("--heavy-divisor", type=int, default=5,
-                        help="rows with more than 100 segments use changes/DIVISOR, to keep each row near 20 s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: --changes {QUICK_CHANGES}, 3 s latency phases, 10 s backfill load, "
+                             "50,000 in-process records, the 1,000-segment engine worker started in the background")
+    parser.add_argument("--changes", default=None,
+                        help=f"segment counts and changes per row, SEGMENTS=SINGLE/BATCHED,... (default {FULL_CHANGES})")
+    parser.add_argument("--records", type=int, default=50_000, help="contact ids the Zipf law draws from")
+    parser.add_argument("--zipf-s", type=float, default=1.0, help="Zipf exponent of the record ids")
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--segments", default="10,1000", help="comma-separated segment counts")
-    parser.add_argument("--timeout", type=float, default=120, help="per row, seconds")
+    parser.add_argument("--latency-rate", type=float, default=1000, help="offered load of the latency phases, changes/s")
+    parser.add_argument("--latency-seconds", type=float, default=None, help="length of a latency phase (0: none; default 10)")
+    parser.add_argument("--latency-margin", type=float, default=1.1,
+                        help="a latency phase runs only if the row's changes/s >= MARGIN x the offered load")
+    parser.add_argument("--background-from", type=int, default=None,
+                        help="engine workers with at least this many segments are started at the beginning under "
+                             "SCHED_IDLE (their registry load takes minutes) and measured last (default 5000; "
+                             "0: never)")
+    parser.add_argument("--backfill-load-seconds", type=float, default=None,
+                        help="end-to-end backfill: seconds of loading contacts (default 60; 0 skips it)")
+    parser.add_argument("--backfill-records", type=int, default=None,
+                        help="in-process backfill: stored states (default 1,000,000; 0 skips it)")
+    parser.add_argument("--timeout", type=float, default=180, help="per phase, seconds")
+    parser.add_argument("--start-timeout", type=float, default=900, help="worker start (registry load), seconds")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--time-behaviour", choices=("on", "off", "only"), default="on",
-                        help="scheduler and behavioural-aggregate rows (bench/time_and_behaviour.py): "
-                             "on (default), off, or only them")
+    parser.add_argument("--time-behaviour", choices=("on", "off", "only"), default="off",
+                        help="also the scheduler and behavioural-aggregate rows (bench/time_and_behaviour.py, "
+                             "~70 s): off (default), on, or only them")
     time_and_behaviour.add_arguments(parser)
     args = parser.parse_args()
+    quick = args.quick
+    args.changes = args.changes or (QUICK_CHANGES if quick else FULL_CHANGES)
+    if args.latency_seconds is None:
+        args.latency_seconds = 3.0 if quick else 10.0
+    if args.background_from is None:
+        args.background_from = 1000 if quick else 5000
+    if args.backfill_load_seconds is None:
+        args.backfill_load_seconds = 10.0 if quick else 60.0
+    if args.backfill_records is None:
+        args.backfill_records = 50_000 if quick else 1_000_000
+    if quick:
+        args.scheduled, args.events, args.event_records = 2_000, 4_000, 400
 
     started = time.monotonic()
-    counts = [int(c) for c in args.segments.split(",")]
-    rng = random.Random(args.seed)
-    engine_rows = args.time_behaviour != "only"
-    segment_sets = {n: random_segments(random.Random(args.seed + n), n) for n in counts} if engine_rows else {}
-    # About ten changes per contact: the first creates it (evaluated against every segment), the rest are updates.
-    single = list(contact_changes(rng, args.single, records=max(100, args.single // 10))) if engine_rows else []
-    batched = list(contact_changes(rng, args.batched, records=max(100, args.batched // 10))) if engine_rows else []
+    load_at_start = os.getloadavg()
     rows: list[Row] = []
-    baseline: Row | None = None
+    backfill_result: dict[str, Any] = {}
     extra: dict[str, Any] | None = None
     tb_s = 0.0
+    engine_rows = args.time_behaviour != "only"
+    plan = parse_plan(args.changes)
+    latency_changes = int(args.latency_rate * args.latency_seconds)
+    slices = slices_for(plan, latency_changes)
+    stream: list[dict[str, Any]] = []
+    workload: dict[str, Any] = {}
+    segment_sets: dict[int, list[dict[str, Any]]] = {}
+    if engine_rows:
+        total = max(s.batched_latency[1] for s in slices.values())
+        stream = zipf_contact_updates(random.Random(args.seed), total, args.records, args.zipf_s, seed=args.seed)
+        segment_sets = {n: random_segments(random.Random(args.seed + n), n) for n in plan}
+        workload = {
+            "stream_changes": total, "record_ids": args.records, "zipf_s": args.zipf_s,
+            "distinct_ids_in_stream": len({c["id"] for c in stream}),
+            "deletes": sum(c["op"] == "delete" for c in stream),
+            "re_creates": sum(1 for c in stream if c["op"] == "upsert" and len(c["fields"]) > 3),
+            "segment_match_rate": {n: round(match_rate(s, samples=100), 4) for n, s in segment_sets.items()},
+            "slices": {n: asdict(s) for n, s in slices.items()},
+        }
+        print(f"workload: {total:,} changes over {workload['distinct_ids_in_stream']:,} of {args.records:,} contact "
+              f"ids (Zipf s={args.zipf_s:g}); segment counts {list(plan)}", flush=True)
+
     with tempfile.TemporaryDirectory(prefix="segment-bench-") as tmp_name, LocalBroker() as broker:
         tmp = Path(tmp_name)
         if engine_rows:
-            baseline = empty_agent_row(broker, tmp, single, args.timeout)
-            rows.append(baseline)
-            print(f"empty agent: {baseline.rate:,.0f} msg/s", flush=True)
-            for batch, changes in ((1, single), (args.batch_size, batched)):
-                for n in counts:
-                    size = len(changes) // (args.heavy_divisor if n > 100 else 1)
-                    row = engine_row(broker, tmp, segment_sets[n], changes[:size], batch, args.timeout)
+            partitions = 4
+            smallest = min(plan)
+            single_all = encode_single(take(stream, slices[smallest].single), partitions)
+            single_msgs = {n: single_all[:plan[n][0]] if plan[n][0] <= len(single_all)
+                           else encode_single(take(stream, slices[n].single), partitions) for n in plan}
+            batched_msgs = {n: encode_batches(take(stream, slices[n].batched), partitions, args.batch_size) for n in plan}
+
+            background: dict[int, WorkerSession] = {}
+            if args.background_from > 0:
+                for n in plan:
+                    if n >= args.background_from:
+                        session = WorkerSession("engine", broker, tmp, segment_sets[n], idle=True)
+                        session.start()
+                        background[n] = session
+                        print(f"engine worker with {n:,} segments started in the background (SCHED_IDLE)", flush=True)
+
+            print("peers (BASELINES):", flush=True)
+            for make in (raw_row, empty_row):
+                for mode, msgs in (("single", single_msgs[smallest]), ("batched", batched_msgs[smallest])):
+                    row = make(broker, tmp, msgs, mode, args.timeout)
                     rows.append(row)
-                    print(f"{row.scenario}, {n} segments: {row.rate:,.0f} changes/s", flush=True)
+                    print(f"  {row.scenario}: {row.rate:,.0f} changes/s", flush=True)
+
+            for n in plan:
+                print(f"{n:,} segments:", flush=True)
+                kinds = ("naive",) if n in background else ("engine", "naive")
+                for kind in kinds:
+                    rows += run_session(WorkerSession(kind, broker, tmp, segment_sets[n]), stream, slices[n], args,
+                                        single_msgs[n], batched_msgs[n])
+
+            backfill_segments = segment_sets.get(10) or random_segments(random.Random(args.seed + 10), 10)
+            new_segment = dict(random_segments(random.Random(args.seed + 999), 1)[0], id="backfill-new",
+                               name="Backfill: new segment")
+            if args.backfill_load_seconds > 0:
+                print("backfill, end to end:", flush=True)
+                backfill_result["end_to_end"] = backfill.end_to_end(
+                    broker, tmp, backfill_segments, new_segment, args.backfill_load_seconds, args.seed, args.timeout)
+                print(f"  {backfill_result['end_to_end']['records']:,} records: "
+                      f"{backfill_result['end_to_end']['backfill_seconds']:.2f} s", flush=True)
+            if args.backfill_records > 0:
+                print("backfill, in process:", flush=True)
+                backfill_result["in_process"] = backfill.in_process(tmp, backfill_segments, new_segment,
+                                                                    args.backfill_records, args.seed)
+                print(f"  {args.backfill_records:,} records: {backfill_result['in_process']['total_seconds']:.1f} s",
+                      flush=True)
+
+            for n, session in background.items():
+                print(f"{n:,} segments (engine worker started in the background):", flush=True)
+                engine_session_rows = run_session(session, stream, slices[n], args, single_msgs[n], batched_msgs[n])
+                position = next((i for i, r in enumerate(rows) if r.kind == "naive" and r.segments == n), len(rows))
+                rows[position:position] = engine_session_rows
         if args.time_behaviour != "off":
             tb_started = time.monotonic()
             extra = time_and_behaviour.run_all(broker, tmp, args)
             tb_s = time.monotonic() - tb_started
-    total = time.monotonic() - started
-    # The engine's batched change rate with 10 segments, to compare the scheduler and aggregates with.
-    batched_10 = next((r.rate for r in rows if r.scenario.startswith("engine, batched") and r.segments == 10), None)
-    if baseline is not None:
+
+    total_s = time.monotonic() - started
+    if rows:
         print()
-        print_table(rows, baseline.rate)
+        print_table(rows, args)
+    if backfill_result:
+        print()
+        print_backfill(backfill_result)
     if extra is not None:
+        batched_10 = next((r.rate for r in rows if r.kind == "engine" and r.mode == "batched" and r.segments == 10), None)
         time_and_behaviour.report(extra, batched_10)
-    summary = f"total runtime {total:.0f}s"
-    if baseline is not None:
-        summary = f"empty agent (baseline): {baseline.rate:,.0f} msg/s;  {summary}"
-    if extra is not None:
-        summary += f" (time and behaviour rows: {tb_s:.0f}s)"
-    print(f"\n{summary}")
+    load_at_end = os.getloadavg()
+    print(f"\ntotal runtime {total_s:.0f}s" + (f" (time and behaviour rows: {tb_s:.0f}s)" if extra is not None else "")
+          + f"; load average (1 min) at start {load_at_start[0]:.2f}, at end {load_at_end[0]:.2f} "
+          f"on {os.cpu_count()} CPUs")
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"{stamp}.json"
     doc: dict[str, Any] = {
-        "started_utc": stamp, "runtime_s": round(total, 1), "args": vars(args),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "started_utc": stamp, "runtime_s": round(total_s, 1), "args": vars(args),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "loadavg_at_start": load_at_start, "loadavg_at_end": load_at_end},
+        "git": git_state(),
+        "workload": workload,
+        "rows": [asdict(r) for r in rows],
+        "backfill": backfill_result,
     }
-    if baseline is not None:
-        doc.update({
-            "segment_match_rate": {n: round(match_rate(s, samples=200), 4) for n, s in segment_sets.items()},
-            "empty_agent_msgs_per_s": baseline.rate,
-            "rows": [dict(asdict(r), ratio_to_empty=r.rate / baseline.rate) for r in rows],
-        })
     if extra is not None:
+        batched_10 = next((r.rate for r in rows if r.kind == "engine" and r.mode == "batched" and r.segments == 10), None)
         doc["time_and_behaviour"] = dict(time_and_behaviour.as_json(extra, batched_10), runtime_s=round(tb_s, 1))
-    path.write_text(json.dumps(doc, indent=2))
+    path.write_text(json.dumps(doc, indent=2, default=str))
     print(f"wrote {path.relative_to(REPO)}")
     return 0
 

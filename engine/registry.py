@@ -51,6 +51,7 @@ class SegmentSet:
     dependents: dict[str, frozenset[str]] = field(default_factory=dict)  # id -> evaluated ids referencing it
     rank: dict[str, int] = field(default_factory=dict)  # evaluation order: references before referrers
     filters: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)  # event -> (property, value)
+    stale: bool = False  # derived attributes lag behind `segments` until `fresh()` (see put)
 
     def put(self, segment: Segment) -> None:
         """Add or replace a segment; raises InvalidRule if its references would form a cycle."""
@@ -60,12 +61,20 @@ class SegmentSet:
         self.index.remove(segment.id)
         if segment.evaluated:
             self.index.add(segment.id, segment.rule.fields)  # type: ignore[union-attr]
-        self._refresh()
+        self.stale = True
 
     def drop(self, segment_id: str) -> None:
         self.segments.pop(segment_id, None)
         self.index.remove(segment_id)
-        self._refresh()
+        self.stale = True
+
+    def fresh(self) -> "SegmentSet":
+        """Recompute the derived attributes once after any number of puts and drops: a worker loading
+        10,000 definitions would otherwise redo this over every segment per definition (O(n²))."""
+        if self.stale:
+            self._refresh()
+            self.stale = False
+        return self
 
     def _refresh(self) -> None:
         evaluated = [s for s in self.segments.values() if s.evaluated]
@@ -179,7 +188,7 @@ class SegmentRegistry:
         self.generation = 0
 
     def segment_set(self, workspace: str, object_type: str) -> SegmentSet:
-        return self.sets.get((workspace, object_type), EMPTY_SET)
+        return self.sets.get((workspace, object_type), EMPTY_SET).fresh()
 
     def get(self, workspace: str, object_type: str, segment_id: str) -> Segment | None:
         return self.segment_set(workspace, object_type).segments.get(segment_id)
