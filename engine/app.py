@@ -278,7 +278,7 @@ class Engine:
         msg = event.message
         partition = msg.partition
         if self.synced.get(partition) != self.registry.generation:
-            await self.sync_partition(partition, msg.offset)
+            await self.sync_partition(partition, msg.topic, msg.offset)
         try:
             message = decode_message(msg.value, self.settings.max_message_bytes)
         except BadMessage as exc:
@@ -311,7 +311,7 @@ class Engine:
         await self.flush(work.out)
         if work.membership and label in ("changes", "events", "conversations") and msg.timestamp:
             metrics.CHANGE_TO_EVENT_SECONDS.observe(max(0.0, time.time() - msg.timestamp))
-        self.state.write((msg.offset, 1), work.membership, work.pending.items())
+        self.state.write((msg.topic, msg.offset, 1), work.membership, work.pending.items())
         if work.turns is not None:
             self.state.set_turns(work.turns)
         if work.more_due:  # a bounded share of due records per message; nudge the partition for the rest
@@ -542,7 +542,7 @@ class Engine:
 
     # ---- backfill: bring a partition up to the registry's segment versions -----------------------
 
-    async def sync_partition(self, partition: int, offset: int) -> None:
+    async def sync_partition(self, partition: int, topic: str, offset: int) -> None:
         """Backfill this partition's records over segments created or changed since it last synced.
 
         Runs inside the agent, on an event of `partition` (at `offset`), so table writes land in that
@@ -574,7 +574,7 @@ class Engine:
                     segment_ids.add(segment_id)
             membership, changed = await self._backfill_partition(partition, scopes, out, self.now_of(partition))
             await self.flush(out)
-            marker = (offset, 0)
+            marker = (topic, offset, 0)
             for key in removed_keys:
                 self.state.drop_segment(partition, key, marker)
             self.state.write(marker, membership, changed)

@@ -21,13 +21,15 @@ POSITION_KEY = b"\x00position:"  # + topic: offset of the last message of that t
 CLOCK_KEY = b"\x00clock"  # the partition's time (epoch ms), written when a tick moves it
 SCHEDULE_PREFIX = b"\x00s"  # + due (8 bytes, big-endian) + record key  →  b""
 TURNS_KEY = b"\x00turns"  # {"workspace/group": conversations this partition gave the group} (chat assignment)
-COUNTS_KEY = b"\x00counts"  # {"at": [offset, phase], "n": {segment key: members in this partition}}
+COUNT_PREFIX = b"\x00n"  # + segment key → {"n": members in this partition, "at": {topic: [offset, phase]}}
 MEMBER_PREFIX = b"\x00m"  # + segment key + NUL + record id  →  b"1"
 FIRST_RECORD_KEY = b"\x01"
 
-# A changelog replay after a crash can re-run a message whose count deltas already landed; the marker
-# (source offset, phase) makes the count update idempotent. Phase 0 = backfill, 1 = the message itself.
-Marker = tuple[int, int]
+# A changelog replay after a crash can re-run a message whose count deltas already landed (a large
+# message's changelog can span several record batches); the marker (source topic, offset, phase) makes a
+# count update idempotent. Offsets only compare within a topic, so each count keeps the last marker per
+# topic. Phase 0 = backfill, 1 = the message itself.
+Marker = tuple[str, int, int]
 Scoped = tuple[str, str, str, list[Transition]]  # workspace, object type, record id, its transitions
 
 
@@ -121,26 +123,26 @@ class StateStore:
             table[key] = state.to_bytes()
 
     def _add_counts(self, marker: Marker, deltas: dict[str, int]) -> None:
-        raw = self.writes.get(COUNTS_KEY)
-        doc: dict[str, Any] = orjson.loads(raw) if raw else {"at": [-1, 0], "n": {}}
-        if tuple(doc["at"]) >= marker:
-            return
-        counts = doc["n"]
+        """One small key per segment (a per-partition document of every segment's count cost a 10,000-entry
+        JSON round trip per message)."""
+        topic, offset, phase = marker
+        writes = self.writes
         for seg_key, delta in deltas.items():
-            counts[seg_key] = counts.get(seg_key, 0) + delta
-        doc["at"] = list(marker)
-        self.writes[COUNTS_KEY] = orjson.dumps(doc)
+            key = COUNT_PREFIX + seg_key.encode()
+            raw = writes.get(key)
+            doc: dict[str, Any] = orjson.loads(raw) if raw else {"n": 0, "at": {}}
+            last = doc["at"].get(topic)
+            if last is not None and (last[0], last[1]) >= (offset, phase):
+                continue
+            doc["n"] += delta
+            doc["at"][topic] = [offset, phase]
+            writes[key] = orjson.dumps(doc)
 
     def drop_segment(self, partition: int, seg_key: str, marker: Marker) -> None:
         """Forget a removed segment's members in this partition (index entries and count)."""
         for key in list(self._prefix_keys(partition, member_prefix(seg_key))):
             del self.writes[key]
-        raw = self.writes.get(COUNTS_KEY)
-        if raw:
-            doc = orjson.loads(raw)
-            if doc["n"].pop(seg_key, None) is not None:
-                doc["at"] = list(max(tuple(doc["at"]), marker))
-                self.writes[COUNTS_KEY] = orjson.dumps(doc)
+        del self.writes[COUNT_PREFIX + seg_key.encode()]
 
     def position(self, topic: str) -> int | None:
         raw = self.writes.get(POSITION_KEY + topic.encode())
@@ -218,8 +220,10 @@ class StateStore:
         return None
 
     def counts(self, partition: int) -> dict[str, int]:
-        raw = self._db(partition).get(COUNTS_KEY)
-        return orjson.loads(raw)["n"] if raw else {}
+        """Segment key → members in this partition, for every segment with a count here."""
+        db = self._db(partition)
+        return {key[len(COUNT_PREFIX):].decode(): orjson.loads(db[key])["n"]
+                for key in self._prefix_keys(partition, COUNT_PREFIX)}
 
     def members(self, partition: int, seg_key: str, after: str | None, limit: int) -> list[str]:
         """Up to `limit` member record ids of a segment in this partition, sorted, strictly after `after`."""

@@ -8,7 +8,11 @@ import dataclasses
 import random
 from typing import Any
 
-from tests.conftest import Harness
+import urllib.request
+
+import orjson
+
+from tests.conftest import FIXTURES, Harness
 from tests.naive_eval import naive_matches
 from tests.oracle import fold_events
 
@@ -21,8 +25,16 @@ HIGH_VALUE = {"combinator": "or", "rules": [
 RECORDS = [f"c{i}" for i in range(16)]
 
 
+def member_count(harness: Harness) -> int:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{harness.workers[0].web_port}/v1/workspaces/acme/segments/high-value/count",
+        headers={"Authorization": "Bearer acme-admin"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(orjson.loads(response.read())["member_count"])
+
+
 def test_high_value_customers_match_a_full_history_oracle_over_simulated_time(harness: Harness) -> None:
-    harness.settings = dataclasses.replace(harness.settings, clock="manual")
+    harness.settings = dataclasses.replace(harness.settings, clock="manual", tokens_file=FIXTURES / "tokens.json")
     rng = random.Random(7)
     publisher = harness.publisher
     catalog = harness.catalog()
@@ -60,6 +72,10 @@ def test_high_value_customers_match_a_full_history_oracle_over_simulated_time(ha
                     if naive_matches(HIGH_VALUE, {}, catalog, now=now, events=history[rid])}
         harness.wait_for(lambda: fold_events(harness.events()) == expected,
                          what=f"membership at checkpoint {step} (t0 + {(now - T0) / DAY:.2f} days) == oracle")
+        # The segment's member count (kept per partition as memberships change, whichever topic changed
+        # them: events here, ticks for expiries) agrees.
+        harness.wait_for(lambda: member_count(harness) == len(expected), timeout=30,
+                         what=f"member count at checkpoint {step}")
 
     # Let every window run out: everybody still in leaves, by time alone, with no event or change.
     now += 40 * DAY
