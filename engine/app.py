@@ -103,6 +103,7 @@ class Engine:
         self.backfill_pending: dict[int, int] = {}  # partition -> records left to scan in a running backfill
         self.transition_counters: dict[tuple[str, str, str], Any] = {}  # bounded per-segment metric children
         self.event_counters: dict[tuple[str, str], Any] = {}
+        self.labelled_segments: set[tuple[str, str]] = set()  # (workspace, segment) given their own label
         prefix = settings.topic_prefix
         self.records_topic_name = topics.RECORD_CHANGES.full_name(prefix)
         self.behaviour_topic_name = topics.BEHAVIOUR_EVENTS.full_name(prefix)
@@ -672,7 +673,10 @@ class Engine:
         key = (workspace, segment_id, event_type)
         counter = self.transition_counters.get(key)
         if counter is None:
-            labelled = len({(w, s) for w, s, _ in self.transition_counters}) < self.settings.metrics_max_segments
+            labelled = (workspace, segment_id) in self.labelled_segments
+            if not labelled and len(self.labelled_segments) < self.settings.metrics_max_segments:
+                self.labelled_segments.add((workspace, segment_id))
+                labelled = True
             kind = "entered" if event_type == "segment.entered" else "exited"
             counter = metrics.SEGMENT_TRANSITIONS.labels(workspace, segment_id if labelled else "_other", kind)
             self.transition_counters[key] = counter
