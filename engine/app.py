@@ -46,8 +46,8 @@ log = logging.getLogger("segment_engine")
 
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 DUE_PER_MESSAGE = 2_000  # due records re-evaluated per tick message; the rest on the next one
-RECALCULATION_CHECK_S = 10.0
-BACKFILL_CHUNK = 1_000  # records a backfill scans between two yields to the event loop  # how often the owner of partition 0 looks for segments due a recalculation
+RECALCULATION_CHECK_S = 10.0  # how often the owner of partition 0 looks for segments due a recalculation
+BACKFILL_CHUNK = 1_000  # records a backfill scans between two yields to the event loop
 
 
 class _Replayed:
@@ -68,9 +68,8 @@ class Work:
     """What one message does: events to produce, record states to write, membership changes to index.
     Everything is produced and acknowledged before any of it is written."""
 
-    def __init__(self, state: StateStore, partition: int) -> None:
+    def __init__(self, state: StateStore) -> None:
         self.state = state
-        self.partition = partition
         self.out: list[Outgoing] = []
         self.pending: dict[bytes, RecordState] = {}
         self.membership: list[Scoped] = []
@@ -215,31 +214,35 @@ class Engine:
         if not writes.pending:
             return
         writes.apply_locally()
-        producer = self.app.producer._producer  # aiokafka's producer: record batches, one send per batch
-        partition = writes.partition
-        batch = producer.create_batch()
-        count = 0
-        for key, value in writes.pending.items():
+        tp = TP(self.changelog_topic_name, writes.partition)
+        for future, count in await self.send_batches(tp.topic, tp.partition, writes.pending.items()):
+            future.add_done_callback(lambda done, count=count: self._persisted(tp, done, count))
+
+    def _persisted(self, tp: TP, done: Any, count: int) -> None:
+        """A changelog batch was acknowledged: remember its last offset as restored-up-to in RocksDB."""
+        if done.cancelled() or done.exception() is not None:
+            return
+        try:
+            self.table.data.set_persisted_offset(tp, done.result().offset + count - 1)
+        except Exception:  # noqa: BLE001 - the partition moved away meanwhile: its next owner restores
+            pass
+
+    async def send_batches(self, topic: str, partition: int,
+                           records: Iterable[tuple[bytes | None, bytes | None]]) -> list[tuple[Any, int]]:
+        """Produce `records` (key, value) to one partition as record batches, one send per batch instead of
+        one per record (a send costs tens of µs); returns each batch's future with its record count."""
+        producer = self.app.producer._producer  # aiokafka's producer: it builds and sends record batches
+        sent: list[tuple[Any, int]] = []
+        batch, count = producer.create_batch(), 0
+        for key, value in records:
             if batch.append(key=key, value=value, timestamp=None) is None:
-                await self._send_changelog(producer, batch, partition, count)
+                sent.append((await producer.send_batch(batch, topic, partition=partition), count))
                 batch, count = producer.create_batch(), 0
                 batch.append(key=key, value=value, timestamp=None)
             count += 1
-        await self._send_changelog(producer, batch, partition, count)
-
-    async def _send_changelog(self, producer: Any, batch: Any, partition: int, count: int) -> None:
-        future = await producer.send_batch(batch, self.changelog_topic_name, partition=partition)
-        tp = TP(self.changelog_topic_name, partition)
-
-        def persisted(done: Any) -> None:
-            if done.cancelled() or done.exception() is not None:
-                return
-            try:
-                self.table.data.set_persisted_offset(tp, done.result().offset + count - 1)
-            except Exception:  # noqa: BLE001 - the partition moved away meanwhile: its next owner restores
-                pass
-
-        future.add_done_callback(persisted)
+        if count:
+            sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+        return sent
 
     async def repair_gap(self, event: EventT, start: int) -> None:
         """Apply the messages between the partition's applied position and this one, which the consumer
@@ -288,7 +291,7 @@ class Engine:
             return
         kind = message["type"]
         now = self.advance_clock(partition, msg, message)
-        work = Work(self.state, partition)
+        work = Work(self.state)
         started = time.perf_counter()
         if kind == "engine.tick":
             self.run_due(partition, now, work)
@@ -505,8 +508,12 @@ class Engine:
 
     async def send_ticks(self, partitions: Iterable[int], now: int | None = None) -> None:
         marker = encode(envelope("engine.tick", {} if now is None else {"now": now}))
-        producer = self.app.producer
-        futures = [await producer.send(self.records_topic_name, None, marker, p, None, None) for p in partitions]
+        await self.send_markers(marker, [(self.records_topic_name, p) for p in partitions])
+
+    async def send_markers(self, marker: bytes, partitions: Iterable[tuple[str, int]]) -> None:
+        """One control message (tick or sync, no key) to each (topic, partition), acknowledged."""
+        futures = [future for topic, partition in partitions
+                   for future, _ in await self.send_batches(topic, partition, [(None, marker)])]
         await asyncio.gather(*futures)
 
     async def handle_import(self, event: EventT, message: dict[str, Any], now: int, work: "Work") -> None:
@@ -626,12 +633,9 @@ class Engine:
         """Put a marker at the end of every input partition this worker now owns. Around a rebalance the
         consumer can resume past messages that were never applied; the marker's offset reveals that gap
         (see repair_gap) even on a partition where nothing else arrives."""
-        marker = encode(envelope("engine.sync", {}))
-        producer = self.app.producer
         try:
-            futures = [await producer.send(tp.topic, None, marker, tp.partition, None, None)
-                       for tp in assigned if tp.topic in self.input_topic_names]
-            await asyncio.gather(*futures)
+            await self.send_markers(encode(envelope("engine.sync", {})),
+                                    [(tp.topic, tp.partition) for tp in assigned if tp.topic in self.input_topic_names])
         except Exception:  # noqa: BLE001 - best effort: the next message reveals a gap anyway
             log.exception("could not send markers to newly assigned partitions")
 
@@ -723,22 +727,15 @@ class Engine:
         """Produce everything and wait for the broker's acknowledgement before state moves on."""
         if not out:
             return
-        # Record batches per (topic, partition): one send per batch instead of one per event (a send
-        # costs tens of µs); the partition is the one Kafka's default partitioner gives the key.
-        producer = self.app.producer._producer
-        batches: dict[tuple[str, int], Any] = {}
-        futures: list[Awaitable[Any]] = []
+        # Grouped per (topic, partition), in order, into record batches; the partition is the one
+        # Kafka's default partitioner gives the key.
+        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
         for topic, key, value in out:
             partition = partition_for(key.decode(), self.partition_counts[topic]) if key is not None else 0
-            batch = batches.get((topic, partition))
-            if batch is None:
-                batch = batches[(topic, partition)] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = batches[(topic, partition)] = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
-        for (topic, partition), batch in batches.items():
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            groups.setdefault((topic, partition), []).append((key, value))
+        futures: list[Awaitable[Any]] = []
+        for (topic, partition), records in groups.items():
+            futures.extend(future for future, _ in await self.send_batches(topic, partition, records))
         await asyncio.gather(*futures)
 
     # ---- segment definitions ---------------------------------------------------------------------
@@ -817,12 +814,7 @@ class Engine:
 
     async def send_sync_markers(self) -> None:
         """Nudge every partition so that idle ones backfill too (the agent syncs on any message)."""
-        marker = encode(envelope("engine.sync", {}))
-        producer = self.app.producer
-        futures = [
-            await producer.send(self.records_topic_name, None, marker, p, None, None)
-            for p in range(self.settings.partitions)
-        ]
-        await asyncio.gather(*futures)
+        await self.send_markers(encode(envelope("engine.sync", {})),
+                                [(self.records_topic_name, p) for p in range(self.settings.partitions)])
 
 
