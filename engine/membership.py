@@ -148,6 +148,7 @@ def apply_change(prev: RecordState | None, change: Change, segments: SegmentSet,
         if state.due is not None and state.due <= now:
             candidates = set(candidates) | segments.timed_ids  # type: ignore[arg-type]
             retime = True
+    candidates = segments.guards.narrow(candidates, fields, members)  # type: ignore[arg-type]
     transitions = evaluate(state, candidates, segments, now, "change")
     if retime:
         state.due = next_due(state, segments, now)
@@ -186,6 +187,7 @@ def apply_event(prev: RecordState | None, event: Event, segments: SegmentSet, no
     candidates: set[str] = segments.index.affected(("events." + event.name,))
     if state.due is not None and state.due <= now:
         candidates |= segments.timed_ids
+    candidates = segments.guards.narrow(candidates, state.fields, state.members)  # type: ignore[assignment]
     transitions = evaluate(state, candidates, segments, now, "event", event.id)
     state.due = next_due(state, segments, now)
     return Outcome(state, transitions)
@@ -197,7 +199,8 @@ def apply_time(state: RecordState, segments: SegmentSet, now: int) -> list[Trans
         state.due = None
         return []
     state.members = {sid for sid in state.members if sid in segments.segments}
-    transitions = evaluate(state, segments.timed_ids, segments, now, "time", f"t{now}")
+    due = segments.guards.narrow(segments.timed_ids, state.fields, state.members)
+    transitions = evaluate(state, due, segments, now, "time", f"t{now}")
     state.due = next_due(state, segments, now)
     return transitions
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 from engine.envelope import segment_key
 from engine.costs import CostMeter
 from engine.errors import UnknownWorkspace
-from engine.rules import CompiledRule, FieldIndex, InvalidRule, RuleProblem, load_rule
+from engine.rules import CompiledRule, FieldIndex, GuardIndex, InvalidRule, RuleProblem, load_rule
 from engine.workspaces import Workspaces
 
 Scope = tuple[str, str]  # (workspace, object type)
@@ -45,6 +45,7 @@ class SegmentSet:
 
     segments: dict[str, Segment] = field(default_factory=dict)
     index: FieldIndex = field(default_factory=FieldIndex)
+    guards: GuardIndex = field(default_factory=GuardIndex)  # over the evaluated ones: who can match a record
     evaluated_ids: frozenset[str] = frozenset()
     timed_ids: frozenset[str] = frozenset()  # evaluated segments with relative dates or windows
     time_fields: frozenset[str] = frozenset()  # fields whose change moves a time boundary
@@ -59,13 +60,16 @@ class SegmentSet:
             check_no_cycle(self.segments, segment)
         self.segments[segment.id] = segment
         self.index.remove(segment.id)
+        self.guards.remove(segment.id)
         if segment.evaluated:
             self.index.add(segment.id, segment.rule.fields)  # type: ignore[union-attr]
+            self.guards.add(segment.id, segment.rule.guard)  # type: ignore[union-attr]
         self.stale = True
 
     def drop(self, segment_id: str) -> None:
         self.segments.pop(segment_id, None)
         self.index.remove(segment_id)
+        self.guards.remove(segment_id)
         self.stale = True
 
     def fresh(self) -> "SegmentSet":

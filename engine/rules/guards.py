@@ -1,0 +1,186 @@
+"""Predicate indexing: which segments could a record match at all, found by hash lookups.
+
+Most CRM rules are an AND with an equality among its conditions (``country = PL``, ``status in
+(lead, trial)``, ``tags hasAny (vip)``). That condition is a *guard*: a record whose value is not among
+its keys cannot match, whatever the rest of the rule says. Indexing segments by guard key lets the
+engine skip them for such a record without running the rule, so the rules evaluated per change grow
+with the segments a record could match, not with every segment that reads a changed field.
+
+A segment is still evaluated when the record is a member (it may have to leave) or when its rule has
+no guard (an OR or a negated root, ranges only). Skipping is exact: a skipped segment would have
+evaluated to false for a non-member, which is no transition.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Set
+from itertools import product
+from typing import Any, NamedTuple
+
+from .catalog import EVENTS_PREFIX, SEGMENT_FIELD, FieldType
+from .model import Condition, Group
+from .validate import coerce_operand, field_type
+
+
+class Term(NamedTuple):
+    """One necessary condition: the record's ``field`` (casefolded for strings; any one tag of a tag
+    list) is one of ``keys``."""
+
+    field: str
+    field_type: FieldType
+    keys: frozenset[Any]
+
+
+Guard = tuple[Term, ...]  # terms on distinct fields, all necessary; indexed by the product of their keys
+
+# Selectivity guessed per key: a boolean key admits about half the records, a tag or a category a few.
+_WEIGHT = {FieldType.STRING: 1, FieldType.NUMBER: 1, FieldType.DATETIME: 1, FieldType.TAGS: 2, FieldType.BOOLEAN: 8}
+MAX_TERMS = 2  # two terms cut the candidates about 5x more than one here; a third adds little
+WORTH_NARROWING = 8  # below this many candidates, the lookups cost about what evaluating them does
+MAX_KEYS = 16  # product of the terms' key counts: index entries per segment
+
+
+def guard_of(tree: Group, catalog: Mapping[str, FieldType]) -> Guard | None:
+    """The most selective guard of a validated rule (up to MAX_TERMS terms), or None if it has none."""
+    terms = sorted(
+        (t for cond in _conjuncts(tree) if (t := _condition_term(cond, catalog)) is not None),
+        key=lambda t: (len(t.keys) * _WEIGHT[t.field_type], t.field, sorted(map(str, t.keys))))
+    chosen: list[Term] = []
+    keys = 1
+    for term in terms:
+        if len(chosen) < MAX_TERMS and term.field not in {t.field for t in chosen} and keys * len(term.keys) <= MAX_KEYS:
+            chosen.append(term)
+            keys *= len(term.keys)
+    return tuple(sorted(chosen, key=lambda t: t.field)) or None
+
+
+def _conjuncts(group: Group) -> Iterator[Condition]:
+    """Conditions that must all hold for the group to hold: children of non-negated AND groups."""
+    if group.negated or (group.combinator != "and" and len(group.rules) != 1):
+        return
+    for rule in group.rules:
+        if isinstance(rule, Group):
+            yield from _conjuncts(rule)
+        else:
+            yield rule
+
+
+def _condition_term(cond: Condition, catalog: Mapping[str, FieldType]) -> Term | None:
+    if cond.field == SEGMENT_FIELD or cond.field.startswith(EVENTS_PREFIX):
+        return None
+    ftype = field_type(cond.field, catalog)
+    op = cond.operator
+    if ftype is None:
+        return None
+    if ftype is FieldType.TAGS:
+        if op not in ("contains", "hasAny", "hasAll"):
+            return None
+        operand = coerce_operand(ftype, op, cond.value)
+        tags = [operand] if op == "contains" else list(operand)
+        if op == "hasAll":  # every tag is required: one of them is term enough
+            tags = [min(tags, key=str.casefold)]
+        return Term(cond.field, ftype, frozenset(t.casefold() for t in tags))
+    if op not in ("=", "in"):
+        return None
+    operand = coerce_operand(ftype, op, cond.value)
+    values = list(operand) if op == "in" else [operand]
+    if ftype is FieldType.STRING:
+        values = [v.casefold() for v in values]
+    return Term(cond.field, ftype, frozenset(values))
+
+
+def _record_keys(ftype: FieldType, value: Any) -> list[Any]:
+    """The keys a record's value offers to a term on its field (none when it has no value)."""
+    if value is None:
+        return []
+    if ftype is FieldType.TAGS:
+        return [tag.casefold() for tag in value]
+    return [value.casefold() if ftype is FieldType.STRING else value]
+
+
+class GuardIndex:
+    """Guard fields -> key (or pair of keys) -> ids of the segments guarded by it; plus the ids without a guard."""
+
+    __slots__ = ("_by_fields", "_guards", "unguarded")
+
+    def __init__(self) -> None:
+        self._by_fields: dict[Shape, dict[Any, set[str]]] = {}
+        self._guards: dict[str, Guard] = {}
+        self.unguarded: set[str] = set()
+
+    def add(self, segment_id: str, guard: Guard | None) -> None:
+        """Register (or re-register after an edit) a segment under its guard."""
+        self.remove(segment_id)
+        if guard is None:
+            self.unguarded.add(segment_id)
+            return
+        self._guards[segment_id] = guard
+        by_key = self._by_fields.setdefault(_shape(guard), {})
+        for key in _keys(guard):
+            by_key.setdefault(key, set()).add(segment_id)
+
+    def remove(self, segment_id: str) -> None:
+        """Forget a segment; unknown ids are ignored so deletes are idempotent."""
+        self.unguarded.discard(segment_id)
+        guard = self._guards.pop(segment_id, None)
+        if guard is None:
+            return
+        shape = _shape(guard)
+        by_key = self._by_fields[shape]
+        for key in _keys(guard):
+            ids = by_key[key]
+            ids.discard(segment_id)
+            if not ids:
+                del by_key[key]
+        if not by_key:
+            del self._by_fields[shape]
+
+    def narrow(self, candidates: Set[str], fields: Mapping[str, Any], members: Set[str]) -> Set[str]:
+        """The candidates that can change for this record: its memberships, the unguarded ones, and
+        those whose guard admits its fields. Set intersections run in C over the smaller side."""
+        if len(candidates) <= WORTH_NARROWING or not self._guards:
+            return candidates
+        out = set(candidates & members)  # type: ignore[operator]
+        out |= candidates & self.unguarded  # type: ignore[operator]
+        offered: dict[str, list[Any]] = {}  # field -> the keys the record offers (computed once per field)
+        for (first, second), by_key in self._by_fields.items():
+            a = offered.get(first[0])
+            if a is None:
+                a = offered[first[0]] = _record_keys(first[1], fields.get(first[0]))
+            if not a:
+                continue
+            if second is None:
+                for k in a:
+                    ids = by_key.get(k)
+                    if ids:
+                        out |= candidates & ids  # type: ignore[operator]
+                continue
+            b = offered.get(second[0])
+            if b is None:
+                b = offered[second[0]] = _record_keys(second[1], fields.get(second[0]))
+            for k in a:
+                for l in b:
+                    ids = by_key.get((k, l))
+                    if ids:
+                        out |= candidates & ids  # type: ignore[operator]
+        return out
+
+    def guard(self, segment_id: str) -> Guard | None:
+        return self._guards.get(segment_id)
+
+    def __len__(self) -> int:
+        return len(self._guards) + len(self.unguarded)
+
+
+Shape = tuple[tuple[str, FieldType], "tuple[str, FieldType] | None"]  # the guard's one or two fields
+
+
+def _shape(guard: Guard) -> Shape:
+    first = (guard[0].field, guard[0].field_type)
+    return (first, (guard[1].field, guard[1].field_type) if len(guard) > 1 else None)
+
+
+def _keys(guard: Guard) -> list[Any]:
+    """Index keys of a guard: its one term's keys, or every pair of its two terms' keys."""
+    if len(guard) == 1:
+        return list(guard[0].keys)
+    return list(product(guard[0].keys, guard[1].keys))
