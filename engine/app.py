@@ -12,6 +12,7 @@ import asyncio
 import base64
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Iterable
 
 import faust
@@ -31,6 +32,7 @@ from engine.errors import (BadMessage, InternalError, MalformedJson, NotImportab
                            UnknownWorkspace, WrongPartition)
 from engine.intake import (decode_message, message_changes, message_events, parse_change, parse_conversation, parse_event,
                            partition_for)
+from engine.monitor import EngineMonitor
 from engine.observe import EngineCollector
 from engine.membership import RecordState, Transition, apply_change, apply_event, apply_import, apply_time, backfill
 from engine.registry import SegmentRegistry
@@ -47,6 +49,8 @@ log = logging.getLogger("segment_engine")
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 DUE_PER_MESSAGE = 2_000  # due records re-evaluated per tick message; the rest on the next one
 RECALCULATION_CHECK_S = 10.0  # how often the owner of partition 0 looks for segments due a recalculation
+GROUP_MESSAGES = 64  # messages applied before their writes are committed together, at most
+GROUP_SECONDS = 0.005  # and for at most this long (it adds up to this to a change's latency)
 BACKFILL_CHUNK = 1_000  # records a backfill scans between two yields to the event loop
 
 
@@ -89,6 +93,17 @@ class Work:
             self.out.extend(engine.membership_events(workspace, object_type, record_id, transitions, now))
 
 
+@dataclass
+class Group:
+    """Messages applied since the last commit: how many, their events, and the Kafka timestamps of those
+    that changed a membership (for the change-to-event latency, observed when the events are acknowledged)."""
+
+    messages: int = 0
+    opened: float = 0.0  # time.monotonic() of its first message
+    out: list[Outgoing] = field(default_factory=list)
+    stamps: list[float] = field(default_factory=list)
+
+
 class Engine:
     """Wires the Faust app, the state table and the segment registry of one worker."""
 
@@ -99,6 +114,9 @@ class Engine:
         self.registry_ready = asyncio.Event()
         self.synced: dict[int, int] = {}  # partition -> registry generation it was synced at
         self.clocks: dict[int, int] = {}  # partition -> its time (epoch ms), see advance_clock
+        self.group = Group()  # messages applied and not committed yet (see _agent)
+        self.applying = False  # the agent is inside a message
+        self.committing: asyncio.Future[None] | None = None  # a group's commit in flight
         self.backfill_pending: dict[int, int] = {}  # partition -> records left to scan in a running backfill
         self.transition_counters: dict[tuple[str, str, str], Any] = {}  # bounded per-segment metric children
         self.event_counters: dict[tuple[str, str], Any] = {}
@@ -168,6 +186,7 @@ class Engine:
         # Faust's own monitor (rebalances, offsets, send latency, ...) as faust_*, and the engine's
         # metrics (engine.metrics, engine.observe) from the same registry, on /metrics.
         setup_prometheus_sensors(self.app, pattern="/metrics", name_prefix="faust")
+        self.app.monitor = EngineMonitor(metrics=self.app.monitor._metrics)  # type: ignore[attr-defined]
         REGISTRY.register(EngineCollector(self))
         install_routes(self)
         self.app.on_partitions_revoked.connect(self._forget_synced)
@@ -186,7 +205,16 @@ class Engine:
     # ---- the record agent ------------------------------------------------------------------------
 
     async def _agent(self, stream: faust.StreamT) -> None:
+        """Apply messages in order, committing their writes together: a group closes after
+        GROUP_MESSAGES, or GROUP_SECONDS after it opened (a timer closes an idle one), and before
+        anything that reads committed state. Faust hands messages over one at a time, a few event-loop
+        turns apart, so committing whenever its buffer is empty would commit every message alone. A
+        message's events are acknowledged before any of its state is committed."""
         await self.registry_ready.wait()
+        for dropped in self.state.end():  # a crashed agent's uncommitted writes: their messages are re-read
+            log.warning("partition %d: dropping %d uncommitted writes of a crashed agent", dropped.partition,
+                        len(dropped.pending))
+        self.group = Group()
         async for event in stream.events():
             msg = event.message
             last = self.state.applied_position(msg.partition, msg.topic)
@@ -195,16 +223,69 @@ class Engine:
                 metrics.REDELIVERED.inc()
                 continue
             if msg.offset > (last if last is not None else -1) + 1:
+                await self.commit_pending()
                 await self.repair_gap(event, (last if last is not None else -1) + 1)
             await self.apply_message(event)
+            group = self.group
+            if group.messages >= GROUP_MESSAGES or time.monotonic() - group.opened >= GROUP_SECONDS:
+                await self.commit_pending()
+            elif group.messages == 1:
+                asyncio.get_running_loop().call_later(GROUP_SECONDS, self._close_idle_group, group)
+
+    def _close_idle_group(self, group: "Group") -> None:
+        """The timer of a group: commit it if no message came to close it (the agent waits between
+        messages, so nothing is half-applied)."""
+        if self.group is group and not self.applying:
+            asyncio.ensure_future(self._commit_idle())
+
+    async def _commit_idle(self) -> None:
+        try:
+            await self.commit_pending()
+        except Exception:  # noqa: BLE001 - its messages are re-read as a gap after the next one (repair_gap)
+            log.exception("committing an idle group failed")
 
     async def apply_message(self, event: EventT) -> None:
-        """Apply one message and commit what it wrote (state, position) at once, after its events."""
-        msg = event.message
-        self.state.begin(msg.partition)
-        await self.handle(event)
-        self.state.set_position(msg.topic, msg.offset)
-        await self.commit(self.state.writes)
+        """Apply one message into the open group: its writes (state, position) wait in the partition's
+        overlay and its events in the group until commit_pending."""
+        while self.committing is not None:  # a timer's commit: reads must see what it writes
+            await asyncio.shield(self.committing)
+        self.applying = True
+        try:
+            msg = event.message
+            if not self.group.messages:
+                self.group.opened = time.monotonic()
+            self.state.begin(msg.partition)
+            await self.handle(event)
+            self.state.set_position(msg.topic, msg.offset)
+            self.group.messages += 1
+        finally:
+            self.applying = False
+
+    async def commit_pending(self) -> None:
+        """Produce the group's events and wait for their acknowledgement, then commit every partition's
+        writes (one RocksDB write batch and one changelog record batch each)."""
+        while self.committing is not None:
+            await asyncio.shield(self.committing)
+        group, self.group = self.group, Group()
+        ended = self.state.end()
+        if not group.out and not ended:
+            return
+        done = self.committing = asyncio.get_running_loop().create_future()
+        try:
+            await self.flush(group.out)
+            now = time.time()
+            for stamp in group.stamps:
+                metrics.CHANGE_TO_EVENT_SECONDS.observe(max(0.0, now - stamp))
+            for writes in ended:
+                await self.commit(writes)
+        finally:
+            self.committing = None
+            done.set_result(None)
+
+    async def commit_first(self, partition: int) -> None:
+        """Commit the open group before a step that reads committed state, then go on in `partition`."""
+        await self.commit_pending()
+        self.state.begin(partition)
 
     async def commit(self, writes: PartitionWrites) -> None:
         """One RocksDB write batch, then the same keys as one record batch on the changelog partition
@@ -273,6 +354,7 @@ class Engine:
                     if record.offset >= msg.offset:
                         return
                     await self.apply_message(_Replayed(record))
+                    await self.commit_pending()
                     metrics.GAP_MESSAGES.inc()
         finally:
             await consumer.stop()
@@ -282,14 +364,17 @@ class Engine:
         msg = event.message
         partition = msg.partition
         if self.synced.get(partition) != self.registry.generation:
+            await self.commit_first(partition)  # the backfill scans committed state
             await self.sync_partition(partition, msg.topic, msg.offset)
         try:
             message = decode_message(msg.value, self.settings.max_message_bytes)
         except BadMessage as exc:
-            metrics.CHANGES.labels("deadlettered").inc()
-            await self.flush([self.dead_letter(event, exc)])
+            metrics.CHANGES_DEADLETTERED.inc()
+            self.group.out.append(self.dead_letter(event, exc))
             return
         kind = message["type"]
+        if kind in ("engine.tick", "segment.import"):
+            await self.commit_first(partition)  # the schedule scan reads committed state; an import may wait
         now = self.advance_clock(partition, msg, message)
         work = Work(self.state)
         started = time.perf_counter()
@@ -311,10 +396,10 @@ class Engine:
         else:
             label = ""
         if label:
-            metrics.EVALUATION_SECONDS.labels(label).observe(time.perf_counter() - started)
-        await self.flush(work.out)
+            metrics.EVALUATION_SECONDS_BY_KIND[label].observe(time.perf_counter() - started)
+        self.group.out.extend(work.out)
         if work.membership and label in ("changes", "events", "conversations") and msg.timestamp:
-            metrics.CHANGE_TO_EVENT_SECONDS.observe(max(0.0, time.time() - msg.timestamp))
+            self.group.stamps.append(msg.timestamp)
         self.state.write((msg.topic, msg.offset, 1), work.membership, work.pending.items())
         if work.turns is not None:
             self.state.set_turns(work.turns)
@@ -422,7 +507,7 @@ class Engine:
         if not isinstance(exc, EngineError):
             log.exception("item %s at %s[%s]@%s failed", index, msg.topic, msg.partition, msg.offset)
             exc = InternalError(f"{type(exc).__name__}: {exc}")
-        metrics.CHANGES.labels("deadlettered").inc()
+        metrics.CHANGES_DEADLETTERED.inc()
         return self.dead_letter(event, exc, index)
 
     # ---- time: the partition clock and the schedule ---------------------------------------------
@@ -640,6 +725,9 @@ class Engine:
             log.exception("could not send markers to newly assigned partitions")
 
     async def _forget_synced(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
+        # Faust sends this once the agent finished its current message (stream_wait_empty): a group it
+        # left open (the buffer was cleared under it) is committed before the partitions move.
+        await self.commit_pending()
         self.synced.clear()
         self.clocks.clear()
 

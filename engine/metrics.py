@@ -100,5 +100,8 @@ IMPORTED_MEMBERS = Counter(
 # Children the hot path increments, bound once (`labels()` costs a lock and a dict lookup per call).
 CHANGES_APPLIED = CHANGES.labels("applied")
 CHANGES_STALE = CHANGES.labels("stale")
+CHANGES_DEADLETTERED = CHANGES.labels("deadlettered")
+EVALUATION_SECONDS_BY_KIND = {kind: EVALUATION_SECONDS.labels(kind)
+                              for kind in ("tick", "import", "events", "changes", "conversations")}
 BEHAVIOUR_EVENTS_APPLIED = BEHAVIOUR_EVENTS.labels("applied")
 BEHAVIOUR_EVENTS_IGNORED = BEHAVIOUR_EVENTS.labels("ignored")

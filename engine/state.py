@@ -83,12 +83,24 @@ class PartitionWrites:
 class StateStore:
     def __init__(self, table: Any) -> None:
         self.table = table
-        self.writes = PartitionWrites(None, -1)  # the message in progress (see begin)
+        self.writes = PartitionWrites(None, -1)  # the partition of the message in progress (see begin)
+        self.open: dict[int, PartitionWrites] = {}  # partition -> writes not committed yet
 
     def begin(self, partition: int) -> "PartitionWrites":
-        """Start collecting one message's writes to `partition`; reads inside the agent see them."""
-        self.writes = PartitionWrites(self._db(partition), partition)
-        return self.writes
+        """Collect a message's writes to `partition`, after those of earlier messages not committed yet
+        (the agent commits several messages at once); reads inside the agent see them all."""
+        writes = self.open.get(partition)
+        if writes is None:
+            writes = self.open[partition] = PartitionWrites(self._db(partition), partition)
+        self.writes = writes
+        return writes
+
+    def end(self) -> list["PartitionWrites"]:
+        """Hand over every partition's uncommitted writes (to be committed, or dropped after a crash)."""
+        ended = [w for w in self.open.values() if w.pending]
+        self.open = {}
+        self.writes = PartitionWrites(None, -1)
+        return ended
 
     # ---- writes: inside the agent ----------------------------------------------------------------
 
@@ -190,8 +202,10 @@ class StateStore:
         return None if raw is None else RecordState.from_bytes(raw)
 
     def applied_position(self, partition: int, topic: str) -> int | None:
-        """`position` of a given partition, readable outside the agent (metrics)."""
-        raw = self._db(partition).get(POSITION_KEY + topic.encode())
+        """`position` of a given partition, including messages applied but not committed yet."""
+        writes = self.open.get(partition)
+        key = POSITION_KEY + topic.encode()
+        raw = writes.get(key) if writes is not None else self._db(partition).get(key)
         return None if raw is None else int(raw)
 
     def record_estimate(self, partition: int) -> int:
