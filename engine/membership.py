@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 
 import orjson
 
+from engine.costs import SAMPLE_EVERY, timed
 from engine.registry import SegmentSet
 from engine.rules import Context
 from engine.rules.activity import add_event, numeric_properties, stream_name
@@ -262,7 +263,12 @@ def _flip(segment: Any, fields: Mapping[str, Any], members: set[str], context: C
     sid = segment.id
     if not segment.evaluated:  # a referenced static or inactive segment: its membership is given
         return False
-    now = segment.matches(fields, context)
+    cost = segment.cost
+    cost.calls += 1
+    if cost.calls % SAMPLE_EVERY:
+        now = segment.rule.matches(fields, context)
+    else:
+        now = timed(cost, segment.rule.matches, fields, context)
     if now == (sid in members):
         return False
     if now:

@@ -6,10 +6,10 @@ record agent notices that a partition needs a backfill.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from engine.envelope import segment_key
-from engine.costs import CostMeter
+from engine.costs import CostMeter, SegmentCost
 from engine.errors import UnknownWorkspace
 from engine.rules import CompiledRule, FieldIndex, GuardIndex, InvalidRule, RuleProblem, load_rule
 from engine.workspaces import Workspaces
@@ -29,7 +29,7 @@ class Segment:
     active: bool
     rule: CompiledRule | None  # None: a static segment, whose members come from imports
     definition: Mapping[str, Any]
-    matches: Callable[..., bool] | None = None  # the rule, metered (see engine/costs.py)
+    cost: SegmentCost = field(default_factory=SegmentCost)  # what evaluating it costs (engine/costs.py)
 
     @property
     def evaluated(self) -> bool:
@@ -240,7 +240,7 @@ class SegmentRegistry:
                 active=data.get("status", "active") == "active",
                 rule=rule,
                 definition=data,
-                matches=self.meter.wrap(key, rule.matches) if rule is not None else None,
+                cost=self.meter.cost(key),
             )
             self.sets.setdefault(scope, SegmentSet()).put(segment)
             self.stamps[key] = [version, False]
