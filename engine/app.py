@@ -239,6 +239,8 @@ class Engine:
             asyncio.ensure_future(self._commit_idle())
 
     async def _commit_idle(self) -> None:
+        if self.applying:  # a message started meanwhile: the agent closes the group after it
+            return
         try:
             await self.commit_pending()
         except Exception:  # noqa: BLE001 - its messages are re-read as a gap after the next one (repair_gap)
