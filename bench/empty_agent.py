@@ -15,6 +15,8 @@ from typing import Any
 import faust
 from faust.worker import Worker
 
+from engine.consumer import EngineConsumer
+
 
 def build_app(env: dict[str, str]) -> faust.App:
     """The empty-agent app; `count` is kept on the app object and served at /count."""
@@ -37,6 +39,7 @@ def build_app(env: dict[str, str]) -> faust.App:
         broker_heartbeat_interval=max(0.5, timeout / 10),
         autodiscover=False,
     )
+    app.transport.Consumer = EngineConsumer  # the engine's consumer settings (fetch wait), for a fair comparison
     topic = app.topic(env["BENCH_TOPIC"], partitions=partitions, key_type=bytes, value_type=bytes,
                       key_serializer="raw", value_serializer="raw")
     counter: dict[str, Any] = {"n": 0, "first": None, "last": None}

@@ -24,6 +24,7 @@ import faust
 import orjson
 from faust.worker import Worker
 
+from engine.consumer import EngineConsumer
 from engine.envelope import encode, envelope, record_key, transition_id
 from engine.rules import Context, load_rule, normalize_fields
 from engine.schemas import validate_message
@@ -58,6 +59,7 @@ def build_app(env: dict[str, str]) -> faust.App:
         broker_heartbeat_interval=max(0.5, timeout / 10),
         autodiscover=False,
     )
+    app.transport.Consumer = EngineConsumer  # the engine's consumer settings (fetch wait), for a fair comparison
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     changes_topic = app.topic(env["BENCH_TOPIC"], partitions=partitions, **raw)
     events_topic = app.topic(env["BENCH_EVENTS_TOPIC"], partitions=partitions, **raw)

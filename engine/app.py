@@ -27,7 +27,9 @@ from engine import metrics
 from engine.api.cluster import Cluster
 from engine.api.routes import install_routes
 from engine.assignment import ASSIGNED, AssignmentBook, Decision, assign_conversation
-from engine.envelope import encode, envelope, record_key, segment_key, split_record_key, transition_id
+from engine.consumer import EngineConsumer
+from engine.envelope import (encode, envelope, record_key, segment_key, split_record_key, transition_id,
+                             utc_now_iso)
 from engine.errors import (BadMessage, InternalError, MalformedJson, NotImportable, SchemaViolation, StateTooLarge,
                            UnknownWorkspace, WrongPartition)
 from engine.intake import (decode_message, message_changes, message_events, parse_change, parse_conversation, parse_event,
@@ -40,7 +42,7 @@ from engine.rules.errors import EngineError
 from engine.schemas import validate_message
 from engine.settings import Settings
 from engine.state import PartitionWrites, Scoped, StateStore
-from engine.true_ends import TrueEndConsumer, true_ends
+from engine.true_ends import true_ends
 from engine.workspaces import load_workspaces
 
 log = logging.getLogger("segment_engine")
@@ -156,7 +158,7 @@ class Engine:
             broker_heartbeat_interval=max(0.5, settings.session_timeout / 10),
             autodiscover=False,
         )
-        self.app.transport.Consumer = TrueEndConsumer  # table recovery must see the real end offsets
+        self.app.transport.Consumer = EngineConsumer  # real end offsets for table recovery, short fetch wait
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         # One agent reads record changes, behavioural events and conversations (co-partitioned), so a
         # record's state has a single writer and no two coroutines interleave on it.
@@ -748,6 +750,7 @@ class Engine:
         self, workspace: str, object_type: str, record_id: str, transitions: list[Transition], now: int
     ) -> Iterable[Outgoing]:
         key = record_key(workspace, object_type, record_id).encode()
+        stamp = utc_now_iso()  # one clock read per record, not per event
         for t in transitions:
             events_counter = self.event_counters.get((t.event_type, t.cause))
             if events_counter is None:
@@ -768,7 +771,8 @@ class Engine:
                 "cause": t.cause,
                 "at": now,
             }
-            yield self.events_topic_name, key, encode(envelope(t.event_type, data, workspace=workspace, id_=event_id))
+            yield self.events_topic_name, key, encode(envelope(t.event_type, data, workspace=workspace, id_=event_id,
+                                                               time=stamp))
 
     def count_transition(self, workspace: str, segment_id: str, event_type: str) -> None:
         """Joins and leaves per segment, labelled by segment id for the first METRICS_MAX_SEGMENTS segments
