@@ -28,7 +28,7 @@ from .errors import (
     RuleProblem,
 )
 from .explain import Explanation, explain
-from .guards import Guard, GuardIndex, Term, guard_of
+from .guards import Bound, Guard, GuardIndex, Term, bound_of, guard_of
 from .index import FieldIndex
 from .model import Condition, Group, Rule
 from .parse import parse_rule, split_comma_list
@@ -64,7 +64,7 @@ class CompiledRule:
     streams: frozenset[Stream] = frozenset()
     time_fields: frozenset[str] = frozenset()
     next_change: Callable[[Mapping[str, Any], Context], int | None] | None = None
-    guard: Guard | None = None  # a necessary equality, for predicate indexing (guards.py)
+    guard: Guard | Bound | None = None  # a necessary equality (or else range), for predicate indexing (guards.py)
 
 
 def load_rule(obj: Any, catalog: Mapping[str, FieldType]) -> CompiledRule:
@@ -80,7 +80,7 @@ def load_rule(obj: Any, catalog: Mapping[str, FieldType]) -> CompiledRule:
         streams=frozenset(reads.streams),
         time_fields=frozenset(reads.time_fields),
         next_change=next_change(reads.boundaries) if reads.boundaries else None,
-        guard=guard_of(tree, catalog),
+        guard=guard_of(tree, catalog) or bound_of(tree, catalog),
     )
 
 
@@ -88,7 +88,7 @@ __all__ = [
     "ALL_OPERATORS", "MAX_CONDITIONS", "MAX_DEPTH", "MAX_LIST_VALUES", "MAX_STRING_LENGTH",
     "NEGATIONS", "OBJECT_TYPES", "OPERATORS_BY_TYPE", "STANDARD_FIELDS",
     "Catalog", "CatalogError", "CompiledRule", "Condition", "Context", "WALL_CLOCK", "Reads", "next_change", "EngineError", "Explanation",
-    "FieldIndex", "FieldType", "Guard", "GuardIndex", "Term", "guard_of", "FieldValueError", "Group", "InvalidRule", "Rule", "RuleProblem",
+    "FieldIndex", "FieldType", "Bound", "Guard", "GuardIndex", "Term", "bound_of", "guard_of", "FieldValueError", "Group", "InvalidRule", "Rule", "RuleProblem",
     "catalog_for", "compile_condition", "compile_rule", "explain", "fields_read",
     "is_valid_field_name", "load_rule", "normalize_fields", "parse_datetime_ms", "parse_rule",
     "split_comma_list", "validate_rule",

@@ -6,12 +6,18 @@ its keys cannot match, whatever the rest of the rule says. Indexing segments by 
 engine skip them for such a record without running the rule, so the rules evaluated per change grow
 with the segments a record could match, not with every segment that reads a changed field.
 
+A rule without an equality but with a range among its AND conditions (``lifetime_value > 1000``,
+``created_at between ...``) is guarded by that *bound* instead: bounds of a field are kept sorted, and a
+record's value admits a prefix (lower bounds at or below it) or a suffix (upper bounds at or above it),
+found by bisection.
+
 A segment is still evaluated when the record is a member (it may have to leave) or when its rule has
-no guard (an OR or a negated root, ranges only). Skipping is exact: a skipped segment would have
-evaluated to false for a non-member, which is no transition.
+no guard (an OR or a negated root, relative dates only). Skipping is exact: a skipped segment would
+have evaluated to false for a non-member, which is no transition.
 """
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator, Mapping, Set
 from itertools import product
 from typing import Any, NamedTuple
@@ -32,6 +38,19 @@ class Term(NamedTuple):
 
 Guard = tuple[Term, ...]  # terms on distinct fields, all necessary; indexed by the product of their keys
 
+
+class Bound(NamedTuple):
+    """A necessary range: the record's number or datetime ``field`` is >= ``value`` (``lower``) or
+    <= ``value`` (not ``lower``). Strict comparisons are kept as their closed form: a superset."""
+
+    field: str
+    value: int | float
+    lower: bool
+
+
+_LOWER_OPS = {">", ">=", "after", "between"}
+_UPPER_OPS = {"<", "<=", "before"}
+
 # Selectivity guessed per key: a boolean key admits about half the records, a tag or a category a few.
 _WEIGHT = {FieldType.STRING: 1, FieldType.NUMBER: 1, FieldType.DATETIME: 1, FieldType.TAGS: 2, FieldType.BOOLEAN: 8}
 MAX_TERMS = 2  # two terms cut the candidates about 5x more than one here; a third adds little
@@ -51,6 +70,21 @@ def guard_of(tree: Group, catalog: Mapping[str, FieldType]) -> Guard | None:
             chosen.append(term)
             keys *= len(term.keys)
     return tuple(sorted(chosen, key=lambda t: t.field)) or None
+
+
+def bound_of(tree: Group, catalog: Mapping[str, FieldType]) -> Bound | None:
+    """A range condition among the rule's AND conditions (the first by field name), or None."""
+    bounds = []
+    for cond in _conjuncts(tree):
+        if cond.field == SEGMENT_FIELD or cond.field.startswith(EVENTS_PREFIX):
+            continue
+        if field_type(cond.field, catalog) not in (FieldType.NUMBER, FieldType.DATETIME):
+            continue
+        if cond.operator in _LOWER_OPS or cond.operator in _UPPER_OPS:
+            operand = coerce_operand(field_type(cond.field, catalog), cond.operator, cond.value)  # type: ignore[arg-type]
+            value = operand[0] if cond.operator == "between" else operand
+            bounds.append(Bound(cond.field, value, cond.operator in _LOWER_OPS))
+    return min(bounds, default=None)
 
 
 def _conjuncts(group: Group) -> Iterator[Condition]:
@@ -100,20 +134,24 @@ def _record_keys(ftype: FieldType, value: Any) -> list[Any]:
 class GuardIndex:
     """Guard fields -> key (or pair of keys) -> ids of the segments guarded by it; plus the ids without a guard."""
 
-    __slots__ = ("_by_fields", "_guards", "unguarded")
+    __slots__ = ("_by_fields", "_bounds", "_guards", "unguarded")
 
     def __init__(self) -> None:
         self._by_fields: dict[Shape, dict[Any, set[str]]] = {}
-        self._guards: dict[str, Guard] = {}
+        self._bounds: dict[tuple[str, bool], Bounds] = {}  # (field, lower) -> sorted bounds
+        self._guards: dict[str, Guard | Bound] = {}
         self.unguarded: set[str] = set()
 
-    def add(self, segment_id: str, guard: Guard | None) -> None:
+    def add(self, segment_id: str, guard: Guard | Bound | None) -> None:
         """Register (or re-register after an edit) a segment under its guard."""
         self.remove(segment_id)
         if guard is None:
             self.unguarded.add(segment_id)
             return
         self._guards[segment_id] = guard
+        if isinstance(guard, Bound):
+            self._bounds.setdefault((guard.field, guard.lower), Bounds()).add(guard.value, segment_id)
+            return
         by_key = self._by_fields.setdefault(_shape(guard), {})
         for key in _keys(guard):
             by_key.setdefault(key, set()).add(segment_id)
@@ -123,6 +161,12 @@ class GuardIndex:
         self.unguarded.discard(segment_id)
         guard = self._guards.pop(segment_id, None)
         if guard is None:
+            return
+        if isinstance(guard, Bound):
+            bounds = self._bounds[(guard.field, guard.lower)]
+            bounds.remove(guard.value, segment_id)
+            if not bounds.values:
+                del self._bounds[(guard.field, guard.lower)]
             return
         shape = _shape(guard)
         by_key = self._by_fields[shape]
@@ -162,13 +206,42 @@ class GuardIndex:
                     ids = by_key.get((k, l))
                     if ids:
                         out |= candidates & ids  # type: ignore[operator]
+        for (name, lower), bounds in self._bounds.items():
+            x = fields.get(name)
+            if x is not None:
+                out |= candidates.intersection(bounds.admitting(x, lower))  # type: ignore[attr-defined]
         return out
 
-    def guard(self, segment_id: str) -> Guard | None:
+    def guard(self, segment_id: str) -> Guard | Bound | None:
         return self._guards.get(segment_id)
 
     def __len__(self) -> int:
         return len(self._guards) + len(self.unguarded)
+
+
+class Bounds:
+    """Bounds of one field and direction, sorted by value, with the segment ids in the same order."""
+
+    __slots__ = ("values", "ids")
+
+    def __init__(self) -> None:
+        self.values: list[int | float] = []
+        self.ids: list[str] = []
+
+    def add(self, value: int | float, segment_id: str) -> None:
+        pairs = list(zip(self.values, self.ids))
+        insort(pairs, (value, segment_id))
+        self.values, self.ids = [v for v, _ in pairs], [i for _, i in pairs]
+
+    def remove(self, value: int | float, segment_id: str) -> None:
+        pairs = [(v, i) for v, i in zip(self.values, self.ids) if i != segment_id]
+        self.values, self.ids = [v for v, _ in pairs], [i for _, i in pairs]
+
+    def admitting(self, x: int | float, lower: bool) -> list[str]:
+        """Ids whose bound `x` satisfies: lower bounds <= x (a prefix), upper bounds >= x (a suffix)."""
+        if lower:
+            return self.ids[: bisect_right(self.values, x)]
+        return self.ids[bisect_left(self.values, x):]
 
 
 Shape = tuple[tuple[str, FieldType], "tuple[str, FieldType] | None"]  # the guard's one or two fields

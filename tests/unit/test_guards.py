@@ -41,12 +41,13 @@ SEGMENTS = {
     "pl": AND(cond("country", "=", "Poland"), cond("lifetime_value", ">", 1000)),
     "pl-or-de": AND(cond("country", "in", ["poland", "Germany"])),
     "vip-pl": AND(cond("tags", "hasAll", ["vip", "lead"]), cond("country", "=", "POLAND")),
-    "big": AND(cond("lifetime_value", ">", 1000)),  # a range only: no guard
+    "big": AND(cond("lifetime_value", ">", 1000)),  # a range only: guarded by its bound
     "either": {"combinator": "or", "rules": [cond("country", "=", "Poland"), cond("custom.vip", "=", True)]},
     "not-pl": AND(cond("country", "=", "Poland"), negated=True),
 }
 ALL = set(SEGMENTS)
-FILLER = {f"filler{i}": AND(cond("lifetime_value", ">", i)) for i in range(WORTH_NARROWING)}
+FILLER = {f"filler{i}": {"combinator": "or", "rules": [cond("lifetime_value", ">", i), cond("city", "null")]}
+          for i in range(WORTH_NARROWING)}  # no guard: always candidates
 
 
 def record(**fields: Any) -> dict[str, Any]:
@@ -61,21 +62,21 @@ def test_a_record_skips_segments_whose_equality_it_fails() -> None:
 
 def test_casefolded_values_and_any_tag_are_admitted() -> None:
     index = Narrowed(index_of(SEGMENTS))
-    poland = index.narrow(ALL, record(country="POLAND", tags=["Lead", "VIP"]), set())
+    poland = index.narrow(ALL, record(country="POLAND", tags=["Lead", "VIP"], lifetime_value=1001), set())
     assert poland == ALL
-    no_tags = index.narrow(ALL, record(country="poland"), set())
+    no_tags = index.narrow(ALL, record(country="poland", lifetime_value=1001), set())
     assert no_tags == ALL - {"vip-pl"}
 
 
 def test_members_and_only_candidates_are_kept() -> None:
     index = Narrowed(index_of(SEGMENTS))
-    assert index.narrow({"pl", "big"}, record(country="Germany"), {"pl"}) == {"pl", "big"}
-    assert index.narrow({"big"}, record(country="Poland"), set()) == {"big"}
+    assert index.narrow({"pl", "big"}, record(country="Germany", lifetime_value=2000), {"pl"}) == {"pl", "big"}
+    assert index.narrow({"big", "pl-or-de"}, record(country="Poland", lifetime_value=2000), set()) == {"big", "pl-or-de"}
 
 
 def test_a_missing_field_admits_no_guarded_segment() -> None:
     index = Narrowed(index_of(SEGMENTS))
-    assert index.narrow(ALL, record(), set()) == {"big", "either", "not-pl"}
+    assert index.narrow(ALL, record(), set()) == {"either", "not-pl"}
 
 
 def test_removed_and_redefined_segments_leave_the_index() -> None:
@@ -88,6 +89,23 @@ def test_removed_and_redefined_segments_leave_the_index() -> None:
     assert "pl" not in admitted and "pl-or-de" not in admitted
     assert index.narrow(ALL, record(country="Germany"), set()) >= {"pl-or-de"}
     assert len(raw) == len(SEGMENTS) - 1 + len(FILLER)
+
+
+def test_range_only_rules_are_admitted_by_their_bound() -> None:
+    index = Narrowed(index_of({
+        "over-1000": AND(cond("lifetime_value", ">", 1000)),
+        "at-least-500": AND(cond("lifetime_value", ">=", 500), cond("city", "notNull")),
+        "under-100": AND(cond("lifetime_value", "<", 100)),
+        "200-300": AND(cond("lifetime_value", "between", [200, 300])),
+        "before-2024": AND(cond("created_at", "before", "2024-01-01")),
+    }))
+    every = {"over-1000", "at-least-500", "under-100", "200-300", "before-2024"}
+    assert index.narrow(every, record(lifetime_value=50), set()) == {"under-100"}
+    assert index.narrow(every, record(lifetime_value=250), set()) == {"200-300"}
+    assert index.narrow(every, record(lifetime_value=500), set()) == {"at-least-500", "200-300"}
+    assert index.narrow(every, record(lifetime_value=1000), set()) == {"over-1000", "at-least-500", "200-300"}
+    assert index.narrow(every, record(created_at="2023-06-01"), set()) == {"before-2024"}
+    assert index.narrow(every, record(created_at="2024-06-01"), set()) == set()
 
 
 def test_two_terms_are_both_required() -> None:
