@@ -17,7 +17,7 @@ have evaluated to false for a non-member, which is no transition.
 """
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Mapping, Set
 from itertools import product
 from typing import Any, NamedTuple
@@ -229,13 +229,15 @@ class Bounds:
         self.ids: list[str] = []
 
     def add(self, value: int | float, segment_id: str) -> None:
-        pairs = list(zip(self.values, self.ids))
-        insort(pairs, (value, segment_id))
-        self.values, self.ids = [v for v, _ in pairs], [i for _, i in pairs]
+        at = bisect_right(self.values, value)  # list.insert moves pointers in C: loading 10,000 stays fast
+        self.values.insert(at, value)
+        self.ids.insert(at, segment_id)
 
     def remove(self, value: int | float, segment_id: str) -> None:
-        pairs = [(v, i) for v, i in zip(self.values, self.ids) if i != segment_id]
-        self.values, self.ids = [v for v, _ in pairs], [i for _, i in pairs]
+        at = bisect_left(self.values, value)
+        while self.ids[at] != segment_id:  # among the bounds of equal value
+            at += 1
+        del self.values[at], self.ids[at]
 
     def admitting(self, x: int | float, lower: bool) -> list[str]:
         """Ids whose bound `x` satisfies: lower bounds <= x (a prefix), upper bounds >= x (a suffix)."""

@@ -92,13 +92,15 @@ def test_removed_and_redefined_segments_leave_the_index() -> None:
 
 
 def test_range_only_rules_are_admitted_by_their_bound() -> None:
-    index = Narrowed(index_of({
+    raw = index_of({
         "over-1000": AND(cond("lifetime_value", ">", 1000)),
         "at-least-500": AND(cond("lifetime_value", ">=", 500), cond("city", "notNull")),
         "under-100": AND(cond("lifetime_value", "<", 100)),
         "200-300": AND(cond("lifetime_value", "between", [200, 300])),
         "before-2024": AND(cond("created_at", "before", "2024-01-01")),
-    }))
+        "also-over-1000": AND(cond("lifetime_value", ">", 1000)),
+    })
+    index = Narrowed(raw)
     every = {"over-1000", "at-least-500", "under-100", "200-300", "before-2024"}
     assert index.narrow(every, record(lifetime_value=50), set()) == {"under-100"}
     assert index.narrow(every, record(lifetime_value=250), set()) == {"200-300"}
@@ -106,6 +108,11 @@ def test_range_only_rules_are_admitted_by_their_bound() -> None:
     assert index.narrow(every, record(lifetime_value=1000), set()) == {"over-1000", "at-least-500", "200-300"}
     assert index.narrow(every, record(created_at="2023-06-01"), set()) == {"before-2024"}
     assert index.narrow(every, record(created_at="2024-06-01"), set()) == set()
+    raw.remove("over-1000")  # an equal bound stays
+    raw.add("under-100", load_rule(AND(cond("lifetime_value", "<", 10)), CATALOG).guard)
+    admitted = index.narrow(every | {"also-over-1000"}, record(lifetime_value=2000), set())
+    assert admitted == {"also-over-1000", "at-least-500", "200-300"}  # between is indexed by its lower end
+    assert index.narrow(every, record(lifetime_value=50), set()) == set()
 
 
 def test_two_terms_are_both_required() -> None:
