@@ -30,8 +30,8 @@ from engine.assignment import ASSIGNED, AssignmentBook, Decision, assign_convers
 from engine.consumer import EngineConsumer
 from engine.envelope import (encode, envelope, record_key, segment_key, split_record_key, transition_id,
                              utc_now_iso)
-from engine.errors import (BadMessage, InternalError, MalformedJson, NotImportable, SchemaViolation, StateTooLarge,
-                           UnknownWorkspace, WrongPartition)
+from engine.errors import (BadMessage, InternalError, MalformedJson, MessageTooLarge, NotImportable, SchemaViolation,
+                           StateTooLarge, UnknownWorkspace, WrongPartition)
 from engine.intake import (decode_message, message_changes, message_events, parse_change, parse_conversation, parse_event,
                            partition_for)
 from engine.monitor import EngineMonitor
@@ -51,6 +51,7 @@ log = logging.getLogger("segment_engine")
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 DUE_PER_MESSAGE = 2_000  # due records re-evaluated per tick message; the rest on the next one
 RECALCULATION_CHECK_S = 10.0  # how often the owner of partition 0 looks for segments due a recalculation
+MAX_CLOCK_LEAD_MS = 60_000  # system clock: how far ahead of this worker's wall clock a message may move time
 GROUP_MESSAGES = 64  # messages applied before their writes are committed together, at most
 PERSISTED_EVERY_S = 1.0  # how often a partition's changelog position is recorded in RocksDB, at most
 GROUP_SECONDS = 0.005  # and for at most this long (it adds up to this to a change's latency)
@@ -220,6 +221,8 @@ class Engine:
                         len(dropped.pending))
         self.group = Group()
         async for event in stream.events():
+            while self.committing is not None:  # an idle group's commit: the positions it writes decide below
+                await asyncio.shield(self.committing)
             msg = event.message
             last = self.state.applied_position(msg.partition, msg.topic)
             if last is not None and msg.offset <= last:
@@ -533,11 +536,16 @@ class Engine:
         if now is None:
             now = self.state.clock(partition) or 0
         moved = now
+        wall = time.time_ns() // 1_000_000
         if message["type"] == "engine.tick" and "now" in message.get("data", {}):
             moved = max(now, message["data"]["now"])
         elif self.settings.clock == "system":
-            stamp = int(msg.timestamp * 1000) if msg.timestamp else time.time_ns() // 1_000_000
-            moved = max(now, stamp)
+            moved = max(now, int(msg.timestamp * 1000) if msg.timestamp else wall)
+        if self.settings.clock == "system" and moved > wall + MAX_CLOCK_LEAD_MS:
+            # A producer with a wrong clock, or a forged tick, must not move the partition's time for
+            # good (it never moves back): every relative date on it would be wrong until the wall clock
+            # caught up. The wall clock, plus some skew between machines, is the limit.
+            moved = max(now, wall)
         self.clocks[partition] = moved
         if message["type"] == "engine.tick" and moved != self.state.clock(partition):
             self.state.set_clock(moved)
@@ -884,10 +892,15 @@ class Engine:
     def _apply_definition(self, record: Any, rejected: list[Outgoing]) -> bool:
         """Apply one definition (or assignment rules) message; an invalid one is dead-lettered (by every
         worker, same id). True if the segment registry changed."""
+        size, limit = len(record.value or b""), self.settings.max_message_bytes
         try:
+            if size > limit:  # every worker holds every definition: the limit holds on this topic too
+                raise MessageTooLarge(f"message is {size} bytes, limit {limit}")
             message = orjson.loads(record.value)
+        except MessageTooLarge as exc:
+            error: EngineError = exc
         except orjson.JSONDecodeError as exc:
-            error: EngineError = MalformedJson(f"not JSON: {exc}")
+            error = MalformedJson(f"not JSON: {exc}")
         else:
             try:
                 validate_message(message)

@@ -8,17 +8,44 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+import fastjsonschema
 import orjson
 from kafka.partitioner.default import murmur2
 
 from engine.assignment import Conversation
 from engine.envelope import record_key
-from engine.errors import MalformedJson, MessageTooLarge, UnknownWorkspace, WrongPartition
+from engine.errors import MalformedJson, MessageTooLarge, SchemaViolation, UnknownWorkspace, WrongPartition
 from engine.membership import Change, Event
 from engine.rules import normalize_fields, parse_datetime_ms
 from engine.rules.errors import FieldValueError
-from engine.schemas import validate_message
+from engine.schemas import validate_message, validator
 from engine.workspaces import Workspaces
+
+#: What the agent applies from its input topics (record changes, behavioural events, conversations). Any
+#: other type that passes its schema (a membership event, a segment definition, a dead letter published
+#: to an input topic by mistake) would be read and ignored without a trace; it is dead-lettered instead.
+INPUT_TYPES = frozenset({"record.change", "record.changes", "record.event", "record.events", "engine.sync",
+                         "engine.tick", "segment.import", "conversation.created"})
+
+#: Batch type -> (list attribute, item schema, a valid stand-in item). When a batch fails its schema only
+#: because of some items, those items alone are dead-lettered (with their index) and the rest applied,
+#: like a change with a bad field; a batch whose envelope is bad is rejected whole.
+BATCH_ITEMS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "record.changes": ("changes", "change.json",
+                       {"op": "delete", "object_type": "contact", "id": "-", "version": 0}),
+    "record.events": ("events", "behaviour-event.json",
+                      {"id": "-", "object_type": "contact", "record_id": "-", "name": "x", "at": 0}),
+}
+
+
+class InvalidItem:
+    """Takes the place of a batch item that failed its schema; parse_change / parse_event raise its error,
+    so the agent dead-letters that item alone, with its index."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: SchemaViolation) -> None:
+        self.error = error
 
 
 @lru_cache(maxsize=262_144)
@@ -39,8 +66,43 @@ def decode_message(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
         message = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise MalformedJson(f"not JSON: {exc}") from None
-    validate_message(message)
+    try:
+        validate_message(message)
+    except SchemaViolation:
+        isolated = _isolate_bad_items(message)
+        if isolated is None:
+            raise
+        message = isolated
+    if message["type"] not in INPUT_TYPES:
+        raise SchemaViolation(f"message type {message['type']!r} is not accepted on the input topics")
     return message  # type: ignore[no-any-return]
+
+
+def _isolate_bad_items(message: Any) -> dict[str, Any] | None:
+    """The batch with each schema-invalid item replaced by an InvalidItem, if those items are all that is
+    wrong with it; None otherwise (the message is rejected whole). Only runs for messages that failed."""
+    spec = BATCH_ITEMS.get(message.get("type")) if isinstance(message, dict) else None  # type: ignore[arg-type]
+    data = message.get("data") if spec is not None else None
+    if spec is None or not isinstance(data, dict) or not isinstance(data.get(spec[0]), list):
+        return None
+    attribute, schema, stand_in = spec
+    check = validator(schema)
+    marked: list[Any] = []
+    for index, item in enumerate(data[attribute]):
+        try:
+            check(item)
+            marked.append(item)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            what = "change" if attribute == "changes" else "event"
+            marked.append(InvalidItem(SchemaViolation(f"{what} #{index}: {exc.message}")))
+    if not any(isinstance(item, InvalidItem) for item in marked):
+        return None
+    standing_in = [stand_in if isinstance(item, InvalidItem) else item for item in marked]
+    try:
+        validate_message(dict(message, data=dict(data, **{attribute: standing_in})))
+    except SchemaViolation:
+        return None
+    return dict(message, data=dict(data, **{attribute: marked}))
 
 
 def message_changes(message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -61,6 +123,8 @@ def parse_change(
 
     Raises an EngineError whose code is the dead-letter reason.
     """
+    if isinstance(item, InvalidItem):
+        raise item.error
     object_type = item["object_type"]
     catalog = workspaces.catalog(workspace, object_type)
     if catalog is None:
@@ -84,6 +148,8 @@ def message_events(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 def parse_event(item: dict[str, Any], workspace: str, workspaces: Workspaces, partition: int, partitions: int) -> Event:
     """Validate one behavioural event against its workspace and the partition it arrived on."""
+    if isinstance(item, InvalidItem):
+        raise item.error
     object_type = item["object_type"]
     if workspaces.catalog(workspace, object_type) is None:
         raise UnknownWorkspace(f"workspace {workspace!r} is not configured")

@@ -24,7 +24,9 @@ class Principal:
     member: str | None
 
     def can_see(self, workspace: str) -> bool:
-        return self.workspace is None or self.workspace == workspace
+        # By role, not by a missing workspace: the principal of a public route has no workspace either,
+        # and must see none (should a public route ever read one), not all.
+        return self.role == "superadmin" or self.workspace == workspace
 
     @property
     def can_write(self) -> bool:

@@ -20,5 +20,17 @@ def all_routes() -> Routes:
 
 def install_routes(engine: "Engine") -> Routes:
     routes = all_routes()
+    drop_faust_views(engine)
     routes.install(engine, load_tokens(engine.settings.tokens_file))
     return routes
+
+
+def drop_faust_views(engine: "Engine") -> None:
+    """Serve none of Faust's built-in web views. They answer without a token, outside the workspace
+    checks: `/table/record-state/{key}/` returns any record's stored state (fields, memberships) of any
+    workspace, `/router/` the cluster's workers and partitions, `/` a status page. The engine's routes
+    above (and the Prometheus sensor's /metrics) are all a worker serves."""
+    blueprints = engine.app.web.blueprints
+    if blueprints.applied:
+        raise RuntimeError("Faust's web views were installed before the engine's routes")
+    blueprints._enabled.clear()  # Faust has no public switch for all of them once the app exists
