@@ -671,6 +671,7 @@ class Engine:
             out: list[Outgoing] = []
             scopes: dict[tuple[str, str], set[str]] = {}
             removed_keys: list[str] = []
+            reborn: dict[tuple[str, str], set[str]] = {}  # scope -> re-created segment ids
             for key, (version, removed) in todo.items():
                 workspace, object_type, segment_id = split_record_key(key)
                 segment_ids = scopes.setdefault((workspace, object_type), set())
@@ -683,10 +684,17 @@ class Engine:
                     if partition == 0:
                         out.append(self.segment_deleted_event(workspace, object_type, segment_id, version))
                     continue
+                if self.registry.recreated_since(key, applied.get(key)):
+                    # Removed and re-created under the same id since this partition last synced (its owner
+                    # was down, or nothing reached it in between): the old incarnation's memberships go
+                    # first, without events, so the new one starts empty and its members enter.
+                    removed_keys.append(key)
+                    reborn.setdefault((workspace, object_type), set()).add(segment_id)
                 segment = self.registry.get(workspace, object_type, segment_id)
                 if segment is not None and segment.evaluated:
                     segment_ids.add(segment_id)
-            membership, changed = await self._backfill_partition(partition, scopes, out, self.now_of(partition))
+            membership, changed = await self._backfill_partition(partition, scopes, out, self.now_of(partition),
+                                                                 reborn)
             await self.flush(out)
             marker = (topic, offset, 0)
             for key in removed_keys:
@@ -696,9 +704,11 @@ class Engine:
         self.synced[partition] = generation
 
     async def _backfill_partition(
-        self, partition: int, scopes: dict[tuple[str, str], set[str]], out: list[Outgoing], now: int
+        self, partition: int, scopes: dict[tuple[str, str], set[str]], out: list[Outgoing], now: int,
+        reborn: dict[tuple[str, str], set[str]],
     ) -> tuple[list[Scoped], list[tuple[bytes, RecordState]]]:
-        """Re-evaluate the stored records of `scopes` (scope -> segment ids to evaluate).
+        """Re-evaluate the stored records of `scopes` (scope -> segment ids to evaluate), after forgetting
+        their memberships of `reborn` segments (scope -> ids re-created since the partition synced).
 
         Yields to the event loop every BACKFILL_CHUNK records, so health checks, metrics (progress in
         segment_engine_backfill_pending_records) and queries are answered during a long backfill."""
@@ -713,13 +723,14 @@ class Engine:
                 if scanned % BACKFILL_CHUNK == 0:
                     self.backfill_pending[partition] = max(0, estimate - scanned)
                     await asyncio.sleep(0)
-                self._backfill_record(key, raw, scopes, out, now, membership, changed)
+                self._backfill_record(key, raw, scopes, out, now, membership, changed, reborn)
         finally:
             self.backfill_pending[partition] = 0
         return membership, changed
 
     def _backfill_record(self, key: bytes, raw: bytes, scopes: dict[tuple[str, str], set[str]], out: list[Outgoing],
-                         now: int, membership: list[Scoped], changed: list[tuple[bytes, RecordState]]) -> None:
+                         now: int, membership: list[Scoped], changed: list[tuple[bytes, RecordState]],
+                         reborn: dict[tuple[str, str], set[str]] | None = None) -> None:
         workspace, object_type, record_id = split_record_key(key.decode())
         segment_ids = scopes.get((workspace, object_type))
         if segment_ids is None:
@@ -727,6 +738,8 @@ class Engine:
         metrics.BACKFILLED_RECORDS.inc()
         state = RecordState.from_bytes(raw)
         member_count = len(state.members)
+        if reborn and (gone := reborn.get((workspace, object_type))):
+            state.members -= gone
         segments = self.registry.segment_set(workspace, object_type)
         transitions = backfill(state, segment_ids & segments.evaluated_ids, segments, now)
         if transitions:

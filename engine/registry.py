@@ -189,7 +189,17 @@ class SegmentRegistry:
         self.meter = meter or CostMeter()
         self.sets: dict[Scope, SegmentSet] = {}
         self.stamps: Stamps = {}
+        self.removals: dict[str, int] = {}  # segment key -> version of its latest removal
         self.generation = 0
+
+    def recreated_since(self, key: str, applied: list[Any] | None) -> bool:
+        """Whether a segment a partition applied (stamp `applied`, not a removal) was removed after that
+        and is defined again now: the stamps alone only show the latest version. (Definitions are read
+        from the compacted topic: a removal compacted away before a worker started is not seen.)"""
+        removal = self.removals.get(key)
+        current = self.stamps.get(key)
+        return (applied is not None and not applied[1] and removal is not None and current is not None
+                and not current[1] and applied[0] < removal)
 
     def segment_set(self, workspace: str, object_type: str) -> SegmentSet:
         return self.sets.get((workspace, object_type), EMPTY_SET).fresh()
@@ -229,6 +239,7 @@ class SegmentRegistry:
         if message["type"] == "segment.removed":
             self.sets.setdefault(scope, SegmentSet()).drop(data["id"])
             self.stamps[key] = [version, True]
+            self.removals[key] = version
         else:
             rule = load_rule(data["rule"], catalog) if data.get("kind", "dynamic") == "dynamic" else None
             segment = Segment(

@@ -100,3 +100,18 @@ def test_imports_add_and_remove_static_members_with_distinct_transitions() -> No
     assert later.state is not None and later.state.members == {"pl"}  # "vip" is not defined in this registry
     tombstone = RecordState(3, {}, set(), deleted=True)
     assert apply_import(tombstone, "vip", 4, True, "m4", none, NOW).state is None
+
+
+def test_the_registry_remembers_a_removal_between_two_definitions() -> None:
+    """A partition that applied version 1 and was away while the segment was removed (2) and re-created (3)
+    must be told, though the latest stamp alone ([3, defined]) looks like an ordinary edit."""
+    reg = registry(pl=PL_HIGH)
+    key = "acme/contact/pl"
+    assert not reg.recreated_since(key, [1, False])
+    reg.apply({"type": "segment.removed", "workspace": "acme", "data": {"id": "pl", "object_type": "contact", "version": 2}})
+    reg.apply({"type": "segment.defined", "workspace": "acme",
+               "data": {"id": "pl", "object_type": "contact", "name": "pl", "version": 3, "rule": PL_HIGH}})
+    assert reg.recreated_since(key, [1, False])
+    assert not reg.recreated_since(key, [2, True])  # it applied the removal itself
+    assert not reg.recreated_since(key, [3, False])
+    assert not reg.recreated_since(key, None)  # never synced: a plain backfill
