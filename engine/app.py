@@ -53,7 +53,6 @@ DUE_PER_MESSAGE = 2_000  # due records re-evaluated per tick message; the rest o
 RECALCULATION_CHECK_S = 10.0  # how often the owner of partition 0 looks for segments due a recalculation
 MAX_CLOCK_LEAD_MS = 60_000  # system clock: how far ahead of this worker's wall clock a message may move time
 GROUP_MESSAGES = 64  # messages applied before their writes are committed together, at most
-PERSISTED_EVERY_S = 1.0  # how often a partition's changelog position is recorded in RocksDB, at most
 GROUP_SECONDS = 0.005  # and for at most this long (it adds up to this to a change's latency)
 BACKFILL_CHUNK = 1_000  # records a backfill scans between two yields to the event loop
 
@@ -121,7 +120,6 @@ class Engine:
         self.group = Group()  # messages applied and not committed yet (see _agent)
         self.applying = False  # the agent is inside a message
         self.committing: asyncio.Future[None] | None = None  # a group's commit in flight
-        self.persisted_at: dict[TP, float] = {}  # changelog partition -> when its position was last recorded
         self.backfill_pending: dict[int, int] = {}  # partition -> records left to scan in a running backfill
         self.transition_counters: dict[tuple[str, str, str], Any] = {}  # bounded per-segment metric children
         self.event_counters: dict[tuple[str, str], Any] = {}
@@ -309,16 +307,12 @@ class Engine:
             future.add_done_callback(lambda done, count=count: self._persisted(tp, done, count))
 
     def _persisted(self, tp: TP, done: Any, count: int) -> None:
-        """A changelog batch was acknowledged: remember its last offset as restored-up-to in RocksDB, at
-        most every PERSISTED_EVERY_S per partition (a put per acknowledgement was 2.5% of a worker's
-        CPU; an older mark only means a restart on this data directory replays a little more changelog,
-        whose records are whole values)."""
+        """A changelog batch was acknowledged: remember its last offset as restored-up-to in RocksDB. On
+        every acknowledgement: an older mark would make a restart on this data directory replay acked
+        changelog records over newer local writes of a group whose own records never reached the
+        changelog (a count could then lose that group's delta)."""
         if done.cancelled() or done.exception() is not None:
             return
-        now = time.monotonic()
-        if now - self.persisted_at.get(tp, 0.0) < PERSISTED_EVERY_S:
-            return
-        self.persisted_at[tp] = now
         try:
             self.table.data.set_persisted_offset(tp, done.result().offset + count - 1)
         except Exception:  # noqa: BLE001 - the partition moved away meanwhile: its next owner restores
