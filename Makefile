@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit bench clean
+.PHONY: run test unit soak bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
+
+# The soak scenario alone, for 5 minutes, printing lag, RSS and throughput samples (tests/reliability/test_soak.py).
+soak: $(STAMP)
+	SEGMENT_ENGINE_SOAK_SECONDS=300 $(BIN)/python -m pytest -q -s tests/reliability/test_soak.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -120,10 +120,14 @@ class Harness:
 
     def start_worker(self, data_dir: str = "data") -> WorkerProcess:
         """A worker process, returned once it has loaded the segment registry and serves HTTP."""
+        return self.launch_worker(data_dir).wait_ready()
+
+    def launch_worker(self, data_dir: str = "data") -> WorkerProcess:
+        """A worker process, returned at once (tests that kill it while it starts up)."""
         n = len(self.workers)
         worker = WorkerProcess(self.settings, self.tmp / data_dir, self.tmp / f"worker-{n}.log").start()
         self.workers.append(worker)
-        return worker.wait_ready()
+        return worker
 
     def define_fixture_segments(self, workspace: str = "acme") -> dict[str, dict[str, Any]]:
         """Publish tests/fixtures/segments.json; return segment id -> rule."""
