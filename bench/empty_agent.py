@@ -15,31 +15,13 @@ from typing import Any
 import faust
 from faust.worker import Worker
 
-from engine.consumer import EngineConsumer
+from bench.faust_app import baseline_app
 
 
 def build_app(env: dict[str, str]) -> faust.App:
     """The empty-agent app; `count` is kept on the app object and served at /count."""
-    timeout = float(env.get("BENCH_SESSION_TIMEOUT", "3"))
     partitions = int(env.get("BENCH_PARTITIONS", "4"))
-    app = faust.App(
-        env["BENCH_APP_ID"],
-        broker=f"kafka://{env['BENCH_BROKER']}",
-        store="memory://",
-        datadir=env["BENCH_DATA_DIR"],
-        topic_partitions=partitions,
-        topic_replication_factor=1,
-        web_port=int(env["BENCH_WEB_PORT"]),
-        web_bind="127.0.0.1",
-        web_host="127.0.0.1",
-        consumer_auto_offset_reset="earliest",
-        processing_guarantee="at_least_once",
-        broker_session_timeout=timeout,
-        broker_rebalance_timeout=timeout,
-        broker_heartbeat_interval=max(0.5, timeout / 10),
-        autodiscover=False,
-    )
-    app.transport.Consumer = EngineConsumer  # the engine's consumer settings (fetch wait), for a fair comparison
+    app = baseline_app(env, "memory://")
     topic = app.topic(env["BENCH_TOPIC"], partitions=partitions, key_type=bytes, value_type=bytes,
                       key_serializer="raw", value_serializer="raw")
     counter: dict[str, Any] = {"n": 0, "first": None, "last": None}

@@ -24,7 +24,7 @@ import faust
 import orjson
 from faust.worker import Worker
 
-from engine.consumer import EngineConsumer
+from bench.faust_app import baseline_app
 from engine.envelope import encode, envelope, record_key, transition_id
 from engine.rules import Context, load_rule, normalize_fields
 from engine.schemas import validate_message
@@ -35,31 +35,12 @@ WORKSPACE, OBJECT_TYPE = "demo", "contact"
 
 
 def build_app(env: dict[str, str]) -> faust.App:
-    timeout = float(env.get("BENCH_SESSION_TIMEOUT", "3"))
     partitions = int(env.get("BENCH_PARTITIONS", "4"))
     catalog = load_workspaces(SAMPLES / "workspaces.json").catalog(WORKSPACE, OBJECT_TYPE)
     assert catalog is not None
     definitions = orjson.loads(open(env["BENCH_SEGMENTS_FILE"], "rb").read())
     rules = [(d["id"], load_rule(d["rule"], catalog).matches) for d in definitions]
-    app = faust.App(
-        env["BENCH_APP_ID"],
-        broker=f"kafka://{env['BENCH_BROKER']}",
-        store="rocksdb://",
-        datadir=env["BENCH_DATA_DIR"],
-        topic_partitions=partitions,
-        topic_replication_factor=1,
-        web_port=int(env["BENCH_WEB_PORT"]),
-        web_bind="127.0.0.1",
-        web_host="127.0.0.1",
-        consumer_auto_offset_reset="earliest",
-        processing_guarantee="at_least_once",
-        table_standby_replicas=0,
-        broker_session_timeout=timeout,
-        broker_rebalance_timeout=timeout,
-        broker_heartbeat_interval=max(0.5, timeout / 10),
-        autodiscover=False,
-    )
-    app.transport.Consumer = EngineConsumer  # the engine's consumer settings (fetch wait), for a fair comparison
+    app = baseline_app(env, "rocksdb://", table_standby_replicas=0)
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     changes_topic = app.topic(env["BENCH_TOPIC"], partitions=partitions, **raw)
     events_topic = app.topic(env["BENCH_EVENTS_TOPIC"], partitions=partitions, **raw)

@@ -219,8 +219,7 @@ class Engine:
                         len(dropped.pending))
         self.group = Group()
         async for event in stream.events():
-            while self.committing is not None:  # an idle group's commit: the positions it writes decide below
-                await asyncio.shield(self.committing)
+            await self.committed()  # an idle group's commit: the positions it writes decide below
             msg = event.message
             last = self.state.applied_position(msg.partition, msg.topic)
             if last is not None and msg.offset <= last:
@@ -254,8 +253,7 @@ class Engine:
     async def apply_message(self, event: EventT) -> None:
         """Apply one message into the open group: its writes (state, position) wait in the partition's
         overlay and its events in the group until commit_pending."""
-        while self.committing is not None:  # a timer's commit: reads must see what it writes
-            await asyncio.shield(self.committing)
+        await self.committed()  # a timer's commit: reads must see what it writes
         self.applying = True
         try:
             msg = event.message
@@ -270,9 +268,8 @@ class Engine:
 
     async def commit_pending(self) -> None:
         """Produce the group's events and wait for their acknowledgement, then commit every partition's
-        writes (one RocksDB write batch and one changelog record batch each)."""
-        while self.committing is not None:
-            await asyncio.shield(self.committing)
+        writes (one RocksDB write batch and changelog record batches each)."""
+        await self.committed()
         group, self.group = self.group, Group()
         ended = self.state.end()
         if not group.out and not ended:
@@ -289,13 +286,18 @@ class Engine:
             self.committing = None
             done.set_result(None)
 
+    async def committed(self) -> None:
+        """Until no group's commit is in flight."""
+        while self.committing is not None:
+            await asyncio.shield(self.committing)
+
     async def commit_first(self, partition: int) -> None:
         """Commit the open group before a step that reads committed state, then go on in `partition`."""
         await self.commit_pending()
         self.state.begin(partition)
 
     async def commit(self, writes: PartitionWrites) -> None:
-        """One RocksDB write batch, then the same keys as one record batch on the changelog partition
+        """One RocksDB write batch, then the same keys as record batches on the changelog partition
         (Faust's recovery format: key, value or a tombstone). The changelog is not awaited here: Faust
         flushes the producer before it commits consumer offsets. Its offset is recorded in RocksDB once
         acknowledged, so a restart on the same data directory replays only what came after."""
