@@ -80,3 +80,116 @@ def fold_events(events: Iterable[Mapping[str, Any]]) -> set[Member]:
         for member, (entered, version) in latest.items()
         if entered and version > deleted_at.get(member[1], 0)
     }
+
+
+# ---- every cause of a flip -----------------------------------------------------------------------------
+
+
+def references(rule: Mapping[str, Any] | None) -> set[str]:
+    """The segment ids a rule reads with memberOf / notMemberOf (any depth)."""
+    if rule is None:
+        return set()
+    if "rules" in rule:
+        return set().union(*(references(child) for child in rule["rules"]))
+    return {rule["value"]} if rule.get("field") == "segment" else set()
+
+
+def reference_order(rules: Mapping[str, Mapping[str, Any] | None]) -> list[str]:
+    """Segment ids with every referenced segment before its referrers (definitions have no cycles)."""
+    order: list[str] = []
+
+    def visit(segment_id: str) -> None:
+        if segment_id in order:
+            return
+        for other in sorted(references(rules[segment_id])):
+            visit(other)
+        order.append(segment_id)
+
+    for segment_id in sorted(rules):
+        visit(segment_id)
+    return order
+
+
+@dataclass
+class FullOracle:
+    """The from-scratch oracle for every cause of a flip: record changes, behavioural events (each record's
+    full raw history, aggregates recomputed from it), the clock (the latest tick, `now`), static imports and
+    segment references, with fixed definitions (`rules`: segment id -> rule JSON, None for a static segment).
+
+    Feed it the input in the order one partition holds it (`apply_change`, `apply_import`, `apply_tick` share
+    the record-changes topic); behavioural events travel on their own topic, so their order relative to the
+    rest is up to timing, and the answer does not depend on it provided a deleted record is never re-created
+    (README: events for a deleted record are ignored, a delete drops the record's activity and static
+    memberships, and events or imports for a record never seen create it at version 0 with no fields)."""
+
+    catalog: Mapping[str, Any]
+    rules: dict[str, dict[str, Any] | None]
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # live records only
+    versions: dict[str, int] = field(default_factory=dict)
+    history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # record -> raw events (epoch ms `at`)
+    statics: dict[str, set[str]] = field(default_factory=dict)  # static segment -> imported record ids
+    now: int | None = None
+
+    def apply_change(self, change: Mapping[str, Any]) -> None:
+        rid = change["id"]
+        if change["version"] <= self.versions.get(rid, -1):
+            return
+        known = rid in self.records
+        self.versions[rid] = change["version"]
+        if change["op"] == "delete":
+            self.records.pop(rid, None)
+            self.history.pop(rid, None)
+            for members in self.statics.values():
+                members.discard(rid)
+            return
+        merged = dict(self.records[rid]) if known else {}
+        for name, value in normalize_fields(change.get("fields") or {}, self.catalog).items():
+            if value is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = value
+        self.records[rid] = merged
+
+    def _touch(self, rid: str) -> bool:
+        """Create a record the engine would create at version 0; False for a deleted record."""
+        if rid in self.records:
+            return True
+        if rid in self.versions:  # deleted
+            return False
+        self.records[rid], self.versions[rid] = {}, 0
+        return True
+
+    def apply_event(self, event: Mapping[str, Any]) -> None:
+        if self._touch(event["record_id"]):
+            self.history.setdefault(event["record_id"], []).append(dict(event))
+
+    def apply_import(self, segment_id: str, record_ids: Iterable[str], add: bool) -> None:
+        for rid in record_ids:
+            if self._touch(rid):
+                members = self.statics.setdefault(segment_id, set())
+                if add:
+                    members.add(rid)
+                else:
+                    members.discard(rid)
+
+    def apply_tick(self, now: int) -> None:
+        self.now = now if self.now is None else max(self.now, now)
+
+    def members_of(self, record_id: str) -> set[str]:
+        fields = self.records.get(record_id)
+        if fields is None:
+            return set()
+        members: set[str] = set()
+        events = self.history.get(record_id, ())
+        for segment_id in reference_order(self.rules):
+            rule = self.rules[segment_id]
+            if rule is None:
+                hit = record_id in self.statics.get(segment_id, ())
+            else:
+                hit = naive_matches(rule, fields, self.catalog, self.now, members, events)
+            if hit:
+                members.add(segment_id)
+        return members
+
+    def membership(self) -> set[Member]:
+        return {(rid, sid) for rid in self.records for sid in self.members_of(rid)}

@@ -14,6 +14,7 @@ settled and otherwise fails with every difference, its seed and the workers' log
 """
 from __future__ import annotations
 
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -340,3 +341,127 @@ def fixed_definition_problems(harness: Harness, ports: Sequence[int], oracle: Or
     if problems:
         return problems
     return membership_problems(ports, expected, oracle.segments) or record_problems(ports[0], oracle)
+
+
+# ---- every cause of a flip (test_every_cause.py) ---------------------------------------------------------
+
+PAGE = 100  # the member page the answers check reads
+
+
+def fold_every_cause(events: Sequence[Mapping[str, Any]]) -> Folded:
+    """`fold` for workloads where time, behavioural events and imports flip memberships too. Those repeat a
+    (type, record, segment, record version, segment version) legitimately (a purchase enters, the window
+    expires, another purchase enters again, all at one record version) under ids that differ by their
+    nonce (event id, instant, import id), which the event does not carry. So "one transition under one id"
+    is checked where the event says everything its id is derived from: changes, deletes and backfills
+    (empty nonce) and time (the nonce is the instant, `at`). Alternation, non-decreasing versions and the
+    fold itself are checked for every event, as in `fold`."""
+    out = fold(events)
+    out.anomalies = [a for a in out.anomalies if not a.startswith("one transition under")]
+    ids: dict[tuple[Any, ...], set[str]] = defaultdict(set)
+    for event in events:
+        data = event["data"]
+        if event["type"] in (ENTERED, EXITED) and data["cause"] in ("change", "delete", "backfill", "time"):
+            ids[(event["type"], data["record_id"], data["segment_id"], data["record_version"],
+                 data["segment_version"], data["cause"], data["at"] if data["cause"] == "time" else None)].add(event["id"])
+    out.anomalies += [f"one transition under {len(found)} ids (duplicates no subscriber can recognise): {key}"
+                      for key, found in ids.items() if len(found) > 1]
+    return out
+
+
+def answers(port: int, segment_id: str) -> tuple[Any, Any, Any]:
+    """(export ids, count, first page ids) of a segment, each a value or ("refused", status, code)."""
+    base = f"/v1/workspaces/{WORKSPACE}/segments/{segment_id}"
+    out: list[Any] = []
+    for path in ("/export?format=csv", "/count", f"/members?limit={PAGE}"):
+        try:
+            answer = api_get(port, base + path)
+        except http.client.HTTPException as exc:  # a 200 whose body broke off: neither complete nor refused
+            out.append(("refused", 200, f"body cut off ({type(exc).__name__})"))
+            continue
+        if answer is None:
+            out.append(("refused", None, "no answer"))
+        elif answer[0] != 200:
+            try:
+                code = orjson.loads(answer[1])["error"]["code"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                code = answer[1][:80]
+            out.append(("refused", answer[0], code))
+        elif path.startswith("/export"):
+            out.append(answer[1].decode().splitlines()[1:])
+        elif path == "/count":
+            out.append(int(orjson.loads(answer[1])["member_count"]))
+        else:
+            out.append(orjson.loads(answer[1])["members"])
+    return out[0], out[1], out[2]
+
+
+def refused(value: Any) -> bool:
+    return isinstance(value, tuple) and value[:1] == ("refused",)
+
+
+def answer_problems(port: int, segment_ids: Iterable[str], attempts: int = 20) -> tuple[list[str], dict[str, int]]:
+    """Each segment's export, /count and first member page are complete and agree (export ids == count, the
+    page == the first ids of the sorted export), or are refused with 503 `not_ready` (or nobody listens yet);
+    never a shorter list with 200, nor a 200 whose body breaks off. Read twice in a row: only two identical
+    rounds are judged (a worker still applying its backlog may legitimately move between two requests), up
+    to `attempts` times. Also returns how the answers went (consistent, not_ready, not listening, moving)."""
+    problems: list[str] = []
+    seen = {"consistent": 0, "not_ready": 0, "not listening": 0, "moving": 0}
+    for segment_id in sorted(segment_ids):
+        for _ in range(attempts):
+            first, second = answers(port, segment_id), answers(port, segment_id)
+            bad = [v for v in (*first, *second)
+                   if refused(v) and v[1] is not None and (v[1] != 503 or v[2] != "not_ready")]
+            if bad:
+                problems.append(f":{port} {segment_id}: refused other than 503 not_ready: {bad[0]}")
+                break
+            if any(refused(v) and v[1] is None for v in (*first, *second)):
+                seen["not listening"] += 1
+                break
+            if any(refused(v) for v in (*first, *second)):
+                seen["not_ready"] += 1
+                break
+            if first != second:
+                seen["moving"] += 1
+                time.sleep(0.2)
+                continue
+            listed, count, page = first
+            if len(listed) != len(set(listed)) or count != len(listed) or page != sorted(listed)[:PAGE]:
+                problems.append(f":{port} {segment_id}: 200 answers disagree: export {len(listed)} ids "
+                                f"({len(set(listed))} distinct), count {count}, first page {len(page)} ids "
+                                f"{'equal to' if page == sorted(listed)[:PAGE] else 'not'} the export's first")
+            else:
+                seen["consistent"] += 1
+            break
+    return problems, seen
+
+
+def full_record_problems(port: int, oracle: Any, record_ids: Iterable[str]) -> list[str]:
+    """Records as the engine stores them against tests/oracle.FullOracle: version, deletion, fields, segments."""
+    problems: list[str] = []
+    for record_id in sorted(record_ids):
+        answer = api_get(port, f"/v1/workspaces/{WORKSPACE}/records/contact/{record_id}")
+        if answer is None or answer[0] != 200:
+            problems.append(f"record {record_id}: answered {answer and answer[0]}")
+            continue
+        stored = orjson.loads(answer[1])
+        fields = oracle.records.get(record_id)
+        want = {"version": oracle.versions[record_id], "deleted": fields is None,
+                "segments": sorted(oracle.members_of(record_id))}
+        got = {"version": stored["version"], "deleted": stored["deleted"],
+               "segments": sorted(s["id"] for s in stored["segments"])}
+        if fields is not None:
+            want["fields"], got["fields"] = fields, stored["fields"]
+        if got != want:
+            problems.append(f"record {record_id}: engine has {got}, oracle {want}")
+    return problems[:SHOWN] + ([f"... {len(problems) - SHOWN} more records differ"] if len(problems) > SHOWN else [])
+
+
+def every_cause_problems(harness: Harness, ports: Sequence[int], oracle: Any, sample: Iterable[str]) -> list[str]:
+    """Both invariants against tests/oracle.FullOracle, the cheap event fold first."""
+    expected = oracle.membership()
+    problems = fold_problems(fold_every_cause(harness.events()), expected)
+    if problems:
+        return problems
+    return membership_problems(ports, expected, oracle.rules) or full_record_problems(ports[0], oracle, sample)
