@@ -79,6 +79,7 @@ class Work:
         self.state = state
         self.out: list[Outgoing] = []
         self.pending: dict[bytes, RecordState] = {}
+        self.serialised: dict[bytes, bytes] = {}  # pending states already serialised (for the size check)
         self.membership: list[Scoped] = []
         self.more_due = False
         self.turns: dict[str, int] | None = None  # the partition's group turns, once a conversation used them
@@ -89,8 +90,14 @@ class Work:
         return pending if pending is not None else self.state.load(key)
 
     def record(self, key: bytes, state: RecordState, workspace: str, object_type: str, record_id: str,
-               transitions: list[Transition], engine: "Engine", now: int) -> None:
+               transitions: list[Transition], engine: "Engine", now: int, raw: bytes | None = None) -> None:
+        """Keep the record's new state (and its bytes, when the size check made them: the commit writes
+        those instead of serialising the state again)."""
         self.pending[key] = state
+        if raw is not None:
+            self.serialised[key] = raw
+        else:
+            self.serialised.pop(key, None)
         if transitions:
             self.membership.append((workspace, object_type, record_id, transitions))
             self.out.extend(engine.membership_events(workspace, object_type, record_id, transitions, now))
@@ -191,6 +198,7 @@ class Engine:
         setup_prometheus_sensors(self.app, pattern="/metrics", name_prefix="faust")
         self.app.monitor = EngineMonitor(metrics=self.app.monitor._metrics)  # type: ignore[attr-defined]
         REGISTRY.register(EngineCollector(self))
+        metrics.start_series()
         install_routes(self)
         self.app.on_partitions_revoked.connect(self._forget_synced)
         self.app.on_partitions_assigned.connect(self._nudge_assigned)
@@ -412,7 +420,7 @@ class Engine:
         self.group.out.extend(work.out)
         if work.membership and label in ("changes", "events", "conversations") and msg.timestamp:
             self.group.stamps.append(msg.timestamp)
-        self.state.write((msg.topic, msg.offset, 1), work.membership, work.pending.items())
+        self.state.write((msg.topic, msg.offset, 1), work.membership, work.pending.items(), work.serialised)
         if work.turns is not None:
             self.state.set_turns(work.turns)
         if work.more_due:  # a bounded share of due records per message; nudge the partition for the rest
@@ -427,6 +435,7 @@ class Engine:
                 change = parse_change(item, workspace, self.registry.workspaces, msg.partition, self.settings.partitions)
                 key = record_key(workspace, change.object_type, change.record_id).encode()
                 outcome = apply_change(work.load(key), change, self.registry.segment_set(workspace, change.object_type), now)
+                raw = self.fitting_state(key, outcome.state, "change")
             except Exception as exc:  # noqa: BLE001 - nothing a change contains may stall its partition
                 work.out.append(self.failed_item(event, exc, index if batch else None))
                 continue
@@ -435,7 +444,8 @@ class Engine:
                 continue
             metrics.CHANGES_APPLIED.inc()
             metrics.SEGMENTS_EVALUATED.observe(outcome.evaluated)
-            work.record(key, outcome.state, workspace, change.object_type, change.record_id, outcome.transitions, self, now)
+            work.record(key, outcome.state, workspace, change.object_type, change.record_id, outcome.transitions, self,
+                        now, raw)
 
     def apply_events(self, event: EventT, message: dict[str, Any], now: int, work: "Work") -> None:
         msg = event.message
@@ -447,9 +457,7 @@ class Engine:
                 key = record_key(workspace, behaviour.object_type, behaviour.record_id).encode()
                 segments = self.registry.segment_set(workspace, behaviour.object_type)
                 outcome = apply_event(work.load(key), behaviour, segments, now)
-                if outcome.state is not None and len(raw := outcome.state.to_bytes()) > self.settings.max_message_bytes:
-                    raise StateTooLarge(f"record {key.decode()!r} would keep {len(raw)} bytes of state "
-                                        f"(limit {self.settings.max_message_bytes}); event not applied")
+                raw = self.fitting_state(key, outcome.state, "event")
             except Exception as exc:  # noqa: BLE001 - nothing an event contains may stall its partition
                 work.out.append(self.failed_item(event, exc, index if batch else None))
                 continue
@@ -458,7 +466,19 @@ class Engine:
                 continue
             metrics.BEHAVIOUR_EVENTS_APPLIED.inc()
             work.record(key, outcome.state, workspace, behaviour.object_type, behaviour.record_id,
-                        outcome.transitions, self, now)
+                        outcome.transitions, self, now, raw)
+
+    def fitting_state(self, key: bytes, state: RecordState | None, item: str) -> bytes | None:
+        """The new state's bytes (what the commit writes), or StateTooLarge when they would not fit in one
+        changelog message: Faust's recovery could not restore the record, and the producer would fail the
+        whole commit group. None for an ignored item (no new state)."""
+        if state is None:
+            return None
+        raw = state.to_bytes()
+        if len(raw) > self.settings.max_message_bytes:
+            raise StateTooLarge(f"record {key.decode()!r} would keep {len(raw)} bytes of state "
+                                f"(limit {self.settings.max_message_bytes}); {item} not applied")
+        return raw
 
     def assign(self, event: EventT, message: dict[str, Any], now: int, work: "Work") -> None:
         """Decide a new conversation from its contact's segments now: one assigned or unassigned event."""
@@ -623,6 +643,9 @@ class Engine:
         msg = event.message
         workspace, data = message["workspace"], message["data"]
         object_type, segment_id = data["object_type"], data["segment_id"]
+        if workspace not in self.registry.workspaces:
+            work.out.append(self.dead_letter(event, UnknownWorkspace(f"workspace {workspace!r} is not configured")))
+            return
         await self.registry_reaches(segment_key(workspace, object_type, segment_id), data.get("segment_version", 0))
         segment = self.registry.get(workspace, object_type, segment_id)
         if segment is None or segment.rule is not None or not segment.active:
@@ -640,8 +663,14 @@ class Engine:
             outcome = apply_import(work.load(key), segment_id, segment.version, data["mode"] == "add",
                                    message["id"], segments, now)
             if outcome.transitions:
+                try:
+                    raw = self.fitting_state(key, outcome.state, "import")
+                except StateTooLarge as exc:
+                    work.out.append(self.dead_letter(event, exc, index))
+                    continue
                 metrics.IMPORTED_MEMBERS.labels(data["mode"]).inc()
-                work.record(key, outcome.state, workspace, object_type, record_id, outcome.transitions, self, now)  # type: ignore[arg-type]
+                work.record(key, outcome.state, workspace, object_type, record_id, outcome.transitions, self,  # type: ignore[arg-type]
+                            now, raw)
 
     async def registry_reaches(self, key: str, version: int, timeout: float = 30.0) -> None:
         """Wait (bounded) until the registry has applied `version` of a segment: an import published right
@@ -925,6 +954,9 @@ class Engine:
                 return self.registry.apply(message)
             except EngineError as exc:
                 error = exc
+            except Exception as exc:  # noqa: BLE001 - a bug met by one definition must not stop the registry
+                log.exception("definition at %s[%s]@%s failed", record.topic, record.partition, record.offset)
+                error = InternalError(f"{type(exc).__name__}: {exc}")
         log.warning("rejected segment definition at offset %s: %s", record.offset, error)
         rejected.append(
             self.dead_letter_for(record.topic, record.partition, record.offset, record.key, record.value, error)

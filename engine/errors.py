@@ -8,6 +8,7 @@ class BadMessage(EngineError):
     """A message (or one change of a batch) the engine cannot use; it is dead-lettered, never dropped."""
 
     code = "bad_message"
+    codes = ()  # never raised as such: each problem has its own subclass
 
 
 class MessageTooLarge(BadMessage):

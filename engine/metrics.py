@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
+from engine.rules.errors import error_codes
+
 disable_created_metrics()  # the *_created series double every counter's series count for no use here
 
 CHANGES = Counter(
@@ -97,11 +99,41 @@ IMPORTED_MEMBERS = Counter(
     ["mode"],
 )
 
+# Label values of the outcome families (the dead-letter codes come from the error classes, see start_series).
+CHANGE_OUTCOMES = ("applied", "stale", "deadlettered")
+BEHAVIOUR_OUTCOMES = ("applied", "ignored")
+CONVERSATION_OUTCOMES = ("assigned", "unassigned", "duplicate", "deadlettered")
+MEMBERSHIP_CAUSES = ("change", "delete", "backfill", "import", "event", "time")  # membership.Transition.cause
+IMPORT_MODES = ("add", "remove")  # schemas/segment-import.json
+SEGMENT_STATUSES = ("active", "inactive")
+EVALUATION_KINDS = ("tick", "import", "events", "changes", "conversations")
+
+
+def start_series() -> None:
+    """Give every known label value its series at 0 when the worker starts. A labelled series exists only
+    once incremented, so before a worker's first dead letter `rate(...{code="x"})` has no data and an alert
+    on it cannot tell "none yet" from "not exported"; with every series present from the start a
+    dashboard shows 0 and `increase()` counts the first incident too."""
+    import engine.assignment  # noqa: F401 - defines InvalidAssignment (dead-lettered assignment rules)
+    import engine.errors  # noqa: F401 - defines the stream edge's errors
+    from engine.membership import ENTERED, EXITED
+
+    for code in error_codes():
+        DEAD_LETTERS.labels(code)
+    for family, values in ((CHANGES, CHANGE_OUTCOMES), (BEHAVIOUR_EVENTS, BEHAVIOUR_OUTCOMES),
+                           (CONVERSATIONS, CONVERSATION_OUTCOMES), (IMPORTED_MEMBERS, IMPORT_MODES),
+                           (SEGMENTS_DEFINED, SEGMENT_STATUSES), (EVALUATION_SECONDS, EVALUATION_KINDS)):
+        for value in values:
+            family.labels(value)
+    for event_type in (ENTERED, EXITED):
+        for cause in MEMBERSHIP_CAUSES:
+            MEMBERSHIP_EVENTS.labels(event_type, cause)
+
+
 # Children the hot path increments, bound once (`labels()` costs a lock and a dict lookup per call).
 CHANGES_APPLIED = CHANGES.labels("applied")
 CHANGES_STALE = CHANGES.labels("stale")
 CHANGES_DEADLETTERED = CHANGES.labels("deadlettered")
-EVALUATION_SECONDS_BY_KIND = {kind: EVALUATION_SECONDS.labels(kind)
-                              for kind in ("tick", "import", "events", "changes", "conversations")}
+EVALUATION_SECONDS_BY_KIND = {kind: EVALUATION_SECONDS.labels(kind) for kind in EVALUATION_KINDS}
 BEHAVIOUR_EVENTS_APPLIED = BEHAVIOUR_EVENTS.labels("applied")
 BEHAVIOUR_EVENTS_IGNORED = BEHAVIOUR_EVENTS.labels("ignored")

@@ -9,7 +9,7 @@ API can read without an event.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import orjson
 
@@ -108,9 +108,11 @@ class StateStore:
         raw = self.writes.get(key)
         return None if raw is None else RecordState.from_bytes(raw)
 
-    def write(self, marker: Marker, membership: Iterable[Scoped], states: Iterable[tuple[bytes, RecordState]]) -> None:
+    def write(self, marker: Marker, membership: Iterable[Scoped], states: Iterable[tuple[bytes, RecordState]],
+              serialised: Mapping[bytes, bytes] | None = None) -> None:
         """Member index, counts, schedule and record states of one message (the order no longer matters:
-        a message's writes reach RocksDB in one write batch and the changelog in one record batch)."""
+        a message's writes reach RocksDB in one write batch and the changelog in one record batch).
+        `serialised` holds states already turned into bytes (by the size check), not serialised twice."""
         deltas: dict[str, int] = defaultdict(int)
         table = self.writes
         for workspace, object_type, record_id, transitions in membership:
@@ -132,7 +134,8 @@ class StateStore:
                 if state.due is not None:
                     table[schedule_key(state.due, key)] = b""
                 state.scheduled = state.due
-            table[key] = state.to_bytes()
+            raw = serialised.get(key) if serialised else None
+            table[key] = raw if raw is not None else state.to_bytes()
 
     def _add_counts(self, marker: Marker, deltas: dict[str, int]) -> None:
         """One small key per segment (a per-partition document of every segment's count cost a 10,000-entry

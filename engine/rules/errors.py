@@ -7,12 +7,16 @@ stream edge into a dead-letter reason without parsing messages.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Iterator
 
 
 class EngineError(Exception):
     """Base of every error the engine raises on purpose; ``code`` is stable API."""
 
     code: str = "engine_error"
+    #: The codes instances of this very class carry, when not just its own ``code``: none for a base never
+    #: raised as such, each ``code=...`` it is raised with otherwise (see ``error_codes``).
+    codes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -24,13 +28,32 @@ class EngineError(Exception):
 class CatalogError(EngineError):
     """Bad catalog input: ``unknown_object_type``, ``invalid_field_name`` or ``invalid_field_type``."""
 
+    codes = ("unknown_object_type", "invalid_field_name", "invalid_field_type")
+
 
 class FieldValueError(EngineError):
     """A record field that is not in the catalog (``unknown_field``) or has the wrong type (``field_type``)."""
 
+    codes = ("unknown_field", "field_type")
+
     def __init__(self, code: str, field: str, message: str) -> None:
         super().__init__(message, code=code)
         self.field = field
+
+
+def error_codes(base: type[EngineError] = EngineError) -> Iterator[str]:
+    """Every code an error of `base` or its subclasses can carry, each once, derived from the classes (so a
+    new error type is counted without a list to keep up to date)."""
+    seen: set[str] = set()
+    todo = [base]
+    while todo:
+        cls = todo.pop(0)
+        todo.extend(cls.__subclasses__())
+        own = cls.__dict__.get("codes", (cls.code,) if "code" in cls.__dict__ else ())
+        for code in own:
+            if code not in seen:
+                seen.add(code)
+                yield code
 
 
 @dataclass(frozen=True)

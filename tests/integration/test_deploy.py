@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from engine.api.routes import all_routes
+from engine.rules.errors import error_codes
 from engine.settings import PREFIX, Settings, load_settings
 from engine.workspaces import load_workspaces
 from tests.tools import promtool_binary
@@ -421,6 +422,35 @@ def test_every_metric_the_deploy_reads_is_exported(harness: Any) -> None:
     # The probe paths answer on a real worker: live at once, ready once the registry and tables are in.
     assert scrape(worker.web_port, LIVE)[0] == 200
     h.wait_for(lambda: scrape(worker.web_port, READY)[0] == 200, timeout=30, what=f"{READY} = 200")
+
+
+def test_every_outcome_series_exists_at_zero_before_the_first_incident(harness: Any) -> None:
+    """An alert on `increase(segment_engine_dead_letters_total{code="state_too_large"}[10m]) > 0` must fire on
+    a worker's first such dead letter: a series that only appears at its first increment has no earlier
+    sample to increase from, and a dashboard shows "no data" instead of 0. So a worker that has seen no
+    bad input at all already exports every dead-letter code and every outcome label, at 0."""
+    worker = harness.start_worker()
+    status, exposition = scrape(worker.web_port)
+    assert status == 200
+    series = dict(re.findall(r'^(segment_engine_\w+\{[^}]*\}) (\S+)$', exposition, re.M))
+    codes = list(error_codes())
+    # The codes come from the error classes; these are the ones README, "Bad input", and the hostile-input
+    # tests name, so a broken derivation cannot pass by exporting nothing.
+    assert {"malformed_json", "schema_violation", "unknown_workspace", "wrong_partition", "message_too_large",
+            "field_type", "unknown_field", "not_importable", "invalid_rule", "state_too_large",
+            "internal_error", "invalid_assignment_rules"} <= set(codes), codes
+    expected = [f'segment_engine_dead_letters_total{{code="{code}"}}' for code in codes]
+    expected += [f'segment_engine_changes_total{{outcome="{o}"}}' for o in ("applied", "stale", "deadlettered")]
+    expected += [f'segment_engine_behaviour_events_total{{outcome="{o}"}}' for o in ("applied", "ignored")]
+    expected += [f'segment_engine_conversations_total{{outcome="{o}"}}'
+                 for o in ("assigned", "unassigned", "duplicate", "deadlettered")]
+    expected += [f'segment_engine_imported_members_total{{mode="{m}"}}' for m in ("add", "remove")]
+    expected += [f'segment_engine_membership_events_total{{cause="{c}",type="segment.{t}"}}'
+                 for t in ("entered", "exited") for c in ("change", "delete", "backfill", "import", "event", "time")]
+    missing = [name for name in expected if name not in series]
+    assert not missing, "series missing on a fresh worker:\n  " + "\n  ".join(missing)
+    nonzero = {name: series[name] for name in expected if float(series[name]) != 0}
+    assert not nonzero, f"a worker that saw no input counted something: {nonzero}"
 
 
 # ---- settings, probes and ports in compose, Kubernetes and the Dockerfile ------------------------------

@@ -30,6 +30,7 @@ from engine.admin import ensure_topics
 from engine.broker import LocalBroker
 from engine.envelope import encode, envelope, record_key, segment_key
 from engine.intake import partition_for
+from engine.membership import RecordState
 from engine.sample_data import contact_changes
 from engine.settings import Settings
 from tests.conftest import FIXTURES, Harness, WorkerProcess
@@ -616,6 +617,262 @@ def test_definition_over_the_size_limit_is_dead_lettered(engine: Harness, raw: R
     letters = dead_letters(engine, {defs})
     assert letters.get((defs, 0, sent.offset, None), {}).get("code") == "message_too_large"
     assert get_json(worker.web_port, f"/v1/workspaces/{WS}/segments/oversize", "acme-admin")[0] == 404
+
+
+def letters_at(engine: Harness, sent: list[Sent], timeout: float = 60) -> dict[tuple[str, int, int, int | None], dict[str, Any]]:
+    """The dead letters of `sent` (the ones with a code), once all are there; and none for the good ones."""
+    on_topics = {s.topic for s in sent}
+    wanted = {(s.topic, s.partition, s.offset, s.change_index) for s in sent if s.code is not None}
+    deadline = time.monotonic() + timeout
+    while not wanted <= set(letters := dead_letters(engine, on_topics)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    missing = sorted(s.label for s in sent if s.code and (s.topic, s.partition, s.offset, s.change_index) not in letters)
+    assert not missing, f"bad messages NOT dead-lettered: {missing}"
+    good = {(s.topic, s.partition, s.offset) for s in sent if s.code is None} - {w[:3] for w in wanted}
+    wrongly = sorted(f"{w}: {letter['code']}" for w, letter in letters.items() if w[:3] in good)
+    assert not wrongly, f"good messages dead-lettered: {wrongly}"
+    wrong = {s.label: (letters[(s.topic, s.partition, s.offset, s.change_index)]["code"], s.code) for s in sent
+             if s.code and letters[(s.topic, s.partition, s.offset, s.change_index)]["code"] != s.code}
+    assert not wrong, f"dead-letter code (got, expected) not the specific one: {wrong}"
+    return letters
+
+
+def record_of(worker: WorkerProcess, object_type: str, record_id: str) -> tuple[int, Any]:
+    return get_json(worker.web_port, f"/v1/workspaces/{WS}/records/{object_type}/{quote(record_id, safe='')}",
+                    "acme-admin")
+
+
+def test_bad_assignment_rules_are_dead_lettered_and_later_ones_still_apply(
+        engine: Harness, raw: RawProducer) -> None:
+    """The assignment-rules topic is compacted and read by every worker at start: a bad document must not
+    wedge the reader (the segment registry follows the same reader), nor be applied."""
+    worker = engine.workers[0] if engine.workers else engine.start_worker()
+    before = metrics(worker.web_port)
+    rules_topic = topic(engine, topics.ASSIGNMENT_RULES)
+    limit = engine.settings.max_message_bytes
+    version = int(time.time() * 1000)
+
+    def rules(workspace: str = WS, **data: Any) -> dict[str, Any]:
+        doc = {"version": version, "rules": [{"id": "r1", "segment_id": "pl-high-value", "assign_to": {"member": "x"}}],
+               "groups": {}, **data}
+        return envelope("assignment.rules", doc, workspace=workspace)
+
+    def without_data(attribute: str) -> bytes:
+        message = rules()
+        del message["data"][attribute]
+        return encode(message)
+
+    pills: list[tuple[str, bytes | None, str]] = [
+        ("truncated JSON", encode(rules())[:50], "malformed_json"),
+        ("invalid UTF-8", b"\xff\xfe{}", "malformed_json"),
+        ("tombstone (null value)", None, "malformed_json"),
+        ("JSON nested past the parser's limit", nested_bytes(5000, b"1"), "malformed_json"),
+        ("JSON array", b"[]", "schema_violation"),
+        ("no rules", without_data("rules"), "schema_violation"),
+        ("no version", without_data("version"), "schema_violation"),
+        ("assign_to with two targets", encode(rules(rules=[{"id": "r1", "segment_id": "s", "assign_to": {
+            "member": "x", "group": "g"}}])), "schema_violation"),
+        ("segment definition on the assignment rules topic", encode(definition("sneaky-rules", {
+            "combinator": "and", "rules": [{"field": "stage", "operator": "=", "value": "won"}]})), "schema_violation"),
+        ("record change on the assignment rules topic", single(change("c1", 1, country="PL")), "schema_violation"),
+        ("unknown workspace", encode(rules(workspace="initech")), "unknown_workspace"),
+        ("rule routing to an undefined group", encode(rules(rules=[{"id": "r1", "segment_id": "pl-high-value",
+                                                                    "assign_to": {"group": "nobody"}}])),
+         "invalid_assignment_rules"),
+        ("over the size limit", encode(rules(updated_by="u" * limit)), "message_too_large"),
+    ]
+    sent: list[Sent] = []
+    for label, value, code in pills:
+        sent.append(raw.send(rules_topic, value, key=WS.encode(), partition=0, label=label, code=code))
+    good = rules(version=version + 1, rules=[{"id": "after-the-bad-ones", "segment_id": "pl-high-value",
+                                              "assign_to": {"member": "erin"}}])
+    sent.append(raw.send(rules_topic, encode(good), key=WS.encode(), partition=0, label="good rules"))
+    # Record changes keep flowing beside it.
+    rid = "rules-after"
+    sent.append(raw.send(topic(engine, topics.RECORD_CHANGES), single(change(rid, 1, country="PL")), key=key_of(rid),
+                         partition=partition_of(rid), label="good change"))
+
+    letters = letters_at(engine, sent)
+    for label, value, code in pills:  # the original bytes travel with the letter
+        where = next((s.topic, s.partition, s.offset, None) for s in sent if s.label == label)
+        assert base64.b64decode(letters[where]["value_b64"]) == (value or b""), f"{label}: original bytes lost"
+        assert letters[where]["reason"].strip(), f"{label}: no reason"
+
+    def applied() -> bool:
+        status, body = get_json(worker.web_port, f"/v1/workspaces/{WS}/assignment-rules", "acme-admin")
+        return status == 200 and [r["id"] for r in body.get("rules", [])] == ["after-the-bad-ones"]
+    engine.wait_for(applied, what="the good assignment rules after the bad ones")
+    engine.wait_for(lambda: record_of(worker, "contact", rid)[0] == 200, what="a record change after the bad rules")
+    after = metrics(worker.web_port)
+    for code, n in Counter(code for _, _, code in pills).items():
+        got = metric(after, "segment_engine_dead_letters_total", code=code) - metric(
+            before, "segment_engine_dead_letters_total", code=code)
+        assert got == n, f"dead letters counted for {code}: {got}, expected {n}"
+
+
+def import_message(segment_id: str, record_ids: list[Any], mode: str = "add", object_type: str = "task",
+                   workspace: str = WS, **data: Any) -> dict[str, Any]:
+    return envelope("segment.import", {"object_type": object_type, "segment_id": segment_id, "mode": mode,
+                                       "record_ids": record_ids, **data}, workspace=workspace)
+
+
+def test_bad_imports_are_dead_lettered_and_nothing_stalls(engine: Harness, raw: RawProducer) -> None:
+    """`segment.import` messages are written by the API and by anyone with access to the record-changes
+    topic: an import into a segment that cannot take one, or one that is not a valid import, is
+    dead-lettered, and the partition's imports and changes after it apply."""
+    worker = engine.workers[0] if engine.workers else engine.start_worker()
+    publisher = engine.publisher
+    publisher.define_segment(WS, {"id": "task-list", "object_type": "task", "name": "tasks", "kind": "static"})
+    publisher.define_segment(WS, {"id": "task-frozen", "object_type": "task", "name": "frozen", "kind": "static",
+                                  "status": "inactive"})
+    publisher.define_segment(WS, {"id": "task-open", "object_type": "task", "name": "open", "rule": {
+        "combinator": "and", "rules": [{"field": "status", "operator": "=", "value": "open"}]}})
+    publisher.flush()
+    for sid in ("task-list", "task-frozen", "task-open"):
+        engine.wait_for(lambda sid=sid: get_json(worker.web_port, f"/v1/workspaces/{WS}/segments/{sid}",
+                                                 "acme-admin")[0] == 200, what=f"segment {sid}")
+    before = metrics(worker.web_port)
+    records = topic(engine, topics.RECORD_CHANGES)
+    p = 1
+    mine = ids_on(p, "imp-", 3, "task")
+    other = next(i for i in (f"imp-x{n}" for n in range(100)) if partition_of(i, "task") != p)
+
+    def with_data(message: dict[str, Any], **data: Any) -> bytes:
+        return encode(dict(message, data=dict(message["data"], **data)))
+
+    good_import = import_message("task-list", mine)
+    pills: list[tuple[str, bytes, str, int | None]] = [
+        ("unknown segment", encode(import_message("no-such-segment", mine)), "not_importable", None),
+        ("dynamic segment", encode(import_message("task-open", mine)), "not_importable", None),
+        ("inactive segment", encode(import_message("task-frozen", mine)), "not_importable", None),
+        ("segment of another object type", encode(import_message("task-list", mine, object_type="deal")),
+         "not_importable", None),
+        ("unknown workspace", encode(import_message("task-list", mine, workspace="initech")), "unknown_workspace",
+         None),
+        ("unknown mode", with_data(good_import, mode="merge"), "schema_violation", None),
+        ("no record ids", with_data(good_import, record_ids=[]), "schema_violation", None),
+        ("record id as a number", with_data(good_import, record_ids=[mine[0], 7]), "schema_violation", None),
+        ("record id over 200 characters", with_data(good_import, record_ids=["i" * 201]), "schema_violation", None),
+        ("segment id with a path", with_data(good_import, segment_id="../task-list"), "schema_violation", None),
+        ("unknown object type", with_data(good_import, object_type="planet"), "schema_violation", None),
+        ("an extra attribute", with_data(good_import, owner="mallory"), "schema_violation", None),
+        ("segment version as text", with_data(good_import, segment_version="1"), "schema_violation", None),
+        ("truncated JSON", encode(good_import)[:60], "malformed_json", None),
+        ("a record of another partition", encode(import_message("task-list", [other])), "wrong_partition", 0),
+    ]
+    sent: list[Sent] = []
+    for label, value, code, index in pills:
+        sent.append(raw.send(records, value, key=key_of(mine[0], "task"), partition=p, label=label,
+                             code=None if index is not None else code))
+        if index is not None:
+            sent.append(Sent(sent[-1].topic, sent[-1].partition, sent[-1].offset, label, code, index))
+    # A good import with one id of another partition: that id alone is dead-lettered, the rest imported.
+    mixed = raw.send(records, encode(import_message("task-list", [mine[0], other, mine[1]])),
+                     key=key_of(mine[0], "task"), partition=p, label="import with one misplaced id")
+    sent += [mixed, Sent(mixed.topic, mixed.partition, mixed.offset, "misplaced id", "wrong_partition", 1)]
+    sent.append(raw.send(records, encode(import_message("task-list", [mine[2]])), key=key_of(mine[2], "task"),
+                         partition=p, label="good import"))
+    sent.append(raw.send(records, single(dict(change(mine[2], 1, status="open"), object_type="task")),
+                         key=key_of(mine[2], "task"), partition=p, label="good change"))
+
+    letters = letters_at(engine, sent)
+    for s in sent:
+        if s.code:
+            assert letters[(s.topic, s.partition, s.offset, s.change_index)]["reason"].strip(), f"{s.label}: no reason"
+
+    def members(segment_id: str) -> set[str]:
+        status, body = get_json(worker.web_port, f"/v1/workspaces/{WS}/segments/{segment_id}/members", "acme-admin")
+        assert status == 200, body
+        return set(body["members"])
+    engine.wait_for(lambda: members("task-open") == {mine[2]}, what="the change after the bad imports")
+    assert members("task-list") == set(mine), "only the good imports' records are members"
+    assert members("task-frozen") == set(), "an inactive segment took an import"
+    assert record_of(worker, "task", other)[0] == 404, "a misplaced id was imported"
+    after = metrics(worker.web_port)
+    for code, n in Counter(s.code for s in sent if s.code).items():
+        got = metric(after, "segment_engine_dead_letters_total", code=code) - metric(
+            before, "segment_engine_dead_letters_total", code=code)
+        assert got == n, f"dead letters counted for {code}: {got}, expected {n}"
+
+
+def test_changes_that_would_grow_a_state_past_the_limit_are_dead_lettered(engine: Harness, raw: RawProducer) -> None:
+    """Each change fits in a message, but together they would make a record's state bigger than one
+    changelog message may be: that change is refused with state_too_large (the record keeps its previous
+    state), and the record, its partition and the batch it came in go on."""
+    worker = engine.workers[0] if engine.workers else engine.start_worker()
+    before = metrics(worker.web_port)
+    records = topic(engine, topics.RECORD_CHANGES)
+    limit = engine.settings.max_message_bytes
+    third = limit // 3 + 1_000  # three such fields exceed the limit, two do not
+    p = 2
+    big, small_1, small_2 = ids_on(p, "huge-", 3, "product")
+
+    def product(record_id: str, version: int, **fields: Any) -> dict[str, Any]:
+        return dict(change(record_id, version, **fields), object_type="product")
+
+    def send(item: dict[str, Any] | list[dict[str, Any]], label: str, code: str | None = None) -> Sent:
+        value = single({"changes": item}, type_="record.changes") if isinstance(item, list) else single(item)
+        assert len(value) < limit
+        return raw.send(records, value, key=key_of(big, "product"), partition=p, label=label, code=code)
+
+    sent = [send(product(big, 1, name="n" * third), "first third"),
+            send(product(big, 2, sku="s" * third, status="live"), "second third")]
+    too_big = send(product(big, 3, category="c" * third), "third third, single", "state_too_large")
+    sent += [too_big, send(product(big, 4, owner="olga"), "small change after it")]
+    batch = send([product(small_1, 1, status="live"), product(big, 5, currency="x" * third),
+                  product(small_2, 1, status="live")], "batch with a growing item")
+    sent += [batch, Sent(batch.topic, batch.partition, batch.offset, "batch item: third third", "state_too_large", 1)]
+    sent.append(send(product(big, 6, price=10), "small change after the batch"))
+
+    letters = letters_at(engine, sent)
+    for s in sent:
+        if s.code:
+            reason = letters[(s.topic, s.partition, s.offset, s.change_index)]["reason"]
+            assert str(limit) in reason and big in reason, f"{s.label}: reason {reason!r} names no record or limit"
+    engine.wait_for(lambda: record_of(worker, "product", big)[1].get("version") == 6, what="the change after the batch")
+    status, stored = record_of(worker, "product", big)
+    assert status == 200 and stored["fields"] == {"name": "n" * third, "sku": "s" * third, "status": "live",
+                                                  "owner": "olga", "price": 10}, {
+        k: (v if len(str(v)) < 40 else f"<{len(v)} chars>") for k, v in stored["fields"].items()}
+    for rid in (small_1, small_2):
+        assert record_of(worker, "product", rid)[1]["fields"] == {"status": "live"}
+    after = metrics(worker.web_port)
+    got = metric(after, "segment_engine_dead_letters_total", code="state_too_large") - metric(
+        before, "segment_engine_dead_letters_total", code="state_too_large")
+    assert got == 2
+
+
+def test_an_import_that_would_grow_a_state_past_the_limit_is_dead_lettered(
+        engine: Harness, raw: RawProducer) -> None:
+    """A record whose state is a few bytes under the limit: adding it to a static segment would push it
+    over, so that id alone is dead-lettered and the import's other ids are members."""
+    worker = engine.workers[0] if engine.workers else engine.start_worker()
+    segment_id = "full-" + "f" * 90
+    engine.publisher.define_segment(WS, {"id": segment_id, "object_type": "product", "name": "full", "kind": "static"})
+    engine.publisher.flush()
+    engine.wait_for(lambda: get_json(worker.web_port, f"/v1/workspaces/{WS}/segments/{segment_id}",
+                                     "acme-admin")[0] == 200, what="static segment")
+    records = topic(engine, topics.RECORD_CHANGES)
+    limit = engine.settings.max_message_bytes
+    p = 3
+    full, other = ids_on(p, "full-rec-", 2, "product")
+    # Two fields whose state is 20 bytes under the limit (no product segment is dynamic: no members, no
+    # schedule in it); the membership adds the segment id's 100 bytes.
+    empty = len(RecordState(1, {"name": "", "sku": ""}, set()).to_bytes())
+    half = (limit - 20 - empty) // 2
+    fields = {"name": "n" * half, "sku": "s" * (limit - 20 - empty - half)}
+    assert len(RecordState(2, fields, set()).to_bytes()) == limit - 20
+    sent = [raw.send(records, single(dict(change(full, version + 1, **{name: value}), object_type="product")),
+                     key=key_of(full, "product"), partition=p, label=f"field {name}")
+            for version, (name, value) in enumerate(fields.items())]
+    imported = raw.send(records, encode(import_message(segment_id, [full, other], object_type="product")),
+                        key=key_of(full, "product"), partition=p, label="import")
+    sent += [imported, Sent(imported.topic, imported.partition, imported.offset, "full record", "state_too_large", 0)]
+    letters_at(engine, sent)
+    engine.wait_for(lambda: get_json(worker.web_port, f"/v1/workspaces/{WS}/segments/{segment_id}/members",
+                                     "acme-admin")[1]["members"] == [other], what="the other id imported")
+    status, stored = record_of(worker, "product", full)
+    assert status == 200 and stored["version"] == 2 and stored["segments"] == []
 
 
 YEAR_3000_MS = 32_503_680_000_000
