@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY
 
 import topics
 from engine import metrics
+from engine.api.auth import HEADER_FIELD_LIMIT
 from engine.api.cluster import Cluster
 from engine.api.routes import install_routes
 from engine.assignment import ASSIGNED, AssignmentBook, Decision, assign_conversation
@@ -163,6 +164,10 @@ class Engine:
             broker_rebalance_timeout=settings.session_timeout,
             broker_heartbeat_interval=max(0.5, settings.session_timeout / 10),
             autodiscover=False,
+            # aiohttp's parser answers a header field over 8190 bytes with a plain-text 400 before any
+            # route runs; a larger limit lets an oversized token reach the JSON refusal in engine.api.auth.
+            web_application_options={"handler_args": {"max_field_size": HEADER_FIELD_LIMIT,
+                                                       "max_line_size": HEADER_FIELD_LIMIT}},
         )
         self.app.transport.Consumer = EngineConsumer  # real end offsets for table recovery, short fetch wait
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}

@@ -15,6 +15,11 @@ import orjson
 from engine.api.errors import ApiError
 
 ROLES = ("admin", "agent", "superadmin")
+#: A token longer than this is refused before it is looked up (tokens are short random strings). The HTTP
+#: parser lets header fields up to HEADER_FIELD_LIMIT through, so such a request still gets a JSON answer
+#: with a stable code instead of the parser's plain-text 400.
+MAX_TOKEN_BYTES = 8_192
+HEADER_FIELD_LIMIT = 65_536
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,9 @@ class Tokens:
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
         header = headers.get("Authorization", "")
+        if len(header) > MAX_TOKEN_BYTES:
+            raise ApiError(431, "token_too_large", f"the Authorization header is over {MAX_TOKEN_BYTES} characters; "
+                           "no token is that long")
         scheme, _, token = header.partition(" ")
         principal = self.by_token.get(token.strip()) if scheme.lower() == "bearer" else None
         if principal is None:

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 from engine.api import assignment, health, imports, openapi, queries, segments
 from engine.api.auth import load_tokens
+from engine.api.parser_errors import answer_parser_errors_in_json
 from engine.api.server import Routes
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ def all_routes() -> Routes:
 def install_routes(engine: "Engine") -> Routes:
     routes = all_routes()
     drop_faust_views(engine)
+    answer_parser_errors_in_json(engine.app.web)
     routes.install(engine, load_tokens(engine.settings.tokens_file))
     return routes
 

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from engine.admin import ensure_topics
+from engine.api.auth import MAX_TOKEN_BYTES
 from engine.broker import LocalBroker
 from engine.rules import FieldType, load_rule
 from engine.rules.catalog import catalog_for
@@ -40,6 +41,8 @@ SECRET_EMAIL = "zeb@acme-secret.example"
 ACME_SEGMENTS = {"pl-high-value": "High-value customers in Poland", "vip-list": "Acme VIP list (secret)"}
 SECRETS = [SECRET_NAME, SECRET_EMAIL, "carol", "vip-desk", *ACME_SEGMENTS, *ACME_SEGMENTS.values()]
 
+# A segment hidden from acme's agent (bob): to him it must be exactly like a segment that does not exist.
+HIDDEN, HIDDEN_NAME = "bob-may-not-know", "Poached from a competitor"
 WS = "/v1/workspaces/{workspace}"
 SEG = WS + "/segments/{segment_id}"
 
@@ -147,6 +150,8 @@ def site(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Itera
     publisher.define_segment("acme", {"id": "vip-list", "object_type": "contact", "name": ACME_SEGMENTS["vip-list"],
                                       "kind": "static"})
     publisher.define_segment("globex", {"id": "globex-only", "object_type": "contact", "name": "Globex", "rule": PL})
+    publisher.define_segment("acme", {"id": HIDDEN, "object_type": "contact", "name": HIDDEN_NAME, "rule": PL,
+                                      "hidden_from": [TOKENS["acme-agent"]["member"]]})
     changes = [{"op": "upsert", "object_type": "contact", "id": f"c{n}", "version": 1,
                 "fields": {"first_name": SECRET_NAME, "email": SECRET_EMAIL, "country": "PL", "lifetime_value": 5000,
                            "is_subscribed": True, "tags": ["vip"]}} for n in range(1, 6)]
@@ -248,10 +253,9 @@ def test_every_route_refuses_no_token_malformed_tokens_and_other_workspaces(site
             got = site.call(method, fill(template, call, workspace=variant), "globex-admin", call.body)
             if leaked(got[1]) or (variant == "ACME" and got[0] != 404):
                 problems.append(f"{name} as {variant!r} with globex's token: {got[0]} {got[1][:120]!r}")
-        if method == "GET":  # a header over the HTTP server's limit (8 kB) is refused before any route runs
-            status, raw = http(site.port, path, None, headers={"Authorization": "Bearer " + "a" * 10_000})
-            if not 400 <= status < 500 or leaked(raw):
-                problems.append(f"{name} with a 10 kB token: {status} {raw[:120]!r}")
+        # A token over 8 kB is refused as such, in JSON like every other refusal (not the HTTP parser's text).
+        expect(f"{name} with a 10 kB token", site.call(method, path, None, call.body, headers={
+            "Authorization": "Bearer " + "a" * 10_000}), 431, "token_too_large")
         if call.write:
             expect(f"{name} as acme's agent", site.call(method, path, "acme-agent", call.body), 403, "forbidden")
         if method == "GET":  # HEAD runs the GET handler: the same checks, no body
@@ -262,7 +266,100 @@ def test_every_route_refuses_no_token_malformed_tokens_and_other_workspaces(site
     assert site.state() == before, "a refused request changed acme's or globex's data"
 
 
-# ---- rules that try to reach outside the record -------------------------------------------------
+def test_oversized_tokens_get_a_json_error_with_a_stable_code(site: Site) -> None:
+    """aiohttp's parser answers a header over 8190 bytes with a plain-text 400 before any route runs; a
+    client (or a gateway) that reads `{"error": {"code"}}` must get one here too, whatever the size."""
+    path = "/v1/workspaces/acme/segments"
+    for size in (8_100, 8_193, 9_000, 60_000):
+        status, raw = http(site.port, path, None, headers={"Authorization": "Bearer " + "a" * size})
+        expected = (401, "unauthenticated") if size + len("Bearer ") <= MAX_TOKEN_BYTES else (431, "token_too_large")
+        assert error_of(status, raw) == expected, (size, status, raw[:200])
+    # Far past any limit the parser refuses the request itself: still JSON, with a code.
+    for name, headers in (("a 100 kB token", {"Authorization": "Bearer " + "a" * 100_000}),
+                          ("a 100 kB other header", {"X-Junk": "j" * 100_000})):
+        status, raw = http(site.port, path, "acme-admin", headers=headers)
+        assert 400 <= status < 500 and not leaked(raw), (name, status, raw[:200])
+        assert error_of(status, raw)[1] == "header_too_large", (name, status, raw[:200])
+    # A valid token still works next to a large (allowed) header: the limit is on the token only.
+    status, raw = http(site.port, path, "acme-admin", headers={"X-Trace": "t" * 20_000})
+    assert status == 200, raw[:200]
+
+
+def test_an_agent_never_sees_a_segment_hidden_from_them(site: Site) -> None:
+    """README, Auth: an agent never sees a segment whose `hidden_from` lists them: missing from lists and
+    404 like an unknown segment, on every route that names a segment, and absent from what is said about
+    a record (profile, current results) and the workspace's figures. An admin sees it (the control)."""
+    admin_sees = get_json(site.port, f"/v1/workspaces/acme/segments/{HIDDEN}/count", "acme-admin")
+    assert admin_sees[0] == 200 and admin_sees[1]["member_count"] == 5, admin_sees
+    secrets = [HIDDEN, HIDDEN_NAME]
+    problems: list[str] = []
+    for (method, template), call in PROTECTED.items():
+        if "{segment_id}" not in template or call.write:
+            continue
+        hidden = site.call(method, fill(template, Call(segment=HIDDEN, query=call.query)), "acme-agent", call.body)
+        unknown = site.call(method, fill(template, Call(segment="no-such-segment", query=call.query)), "acme-agent",
+                            call.body)
+        if hidden[0] != 404 or hidden[1].replace(HIDDEN.encode(), b"no-such-segment") != unknown[1]:
+            problems.append(f"{method} {template}: hidden answers {hidden[0]} {hidden[1][:120]!r}, "
+                            f"unknown {unknown[0]} {unknown[1][:120]!r}")
+    for path in ("/v1/workspaces/acme/segments", f"/v1/workspaces/acme/segments?q={HIDDEN_NAME[:8]}",
+                 "/v1/workspaces/acme/records/contact/c1", "/v1/workspaces/acme/records/contact/c1/evaluate"):
+        status, raw = site.call("GET", path, "acme-agent")
+        found = [secret for secret in secrets if secret in raw.decode(errors="replace")]
+        if status != 200 or found:
+            problems.append(f"GET {path} as the agent: {status}, names {found}")
+        admin = site.call("GET", path, "acme-admin")[1].decode(errors="replace")
+        if HIDDEN not in admin:
+            problems.append(f"GET {path}: the admin does not see the hidden segment either (the check proves nothing)")
+    assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems)
+
+
+@pytest.mark.xfail(strict=True, reason="engine/api/queries.py: workspace_figures lists every segment of the "
+                   "workspace, and preview_rule evaluates `memberOf` a hidden segment, without scope.visible")
+def test_an_agent_cannot_count_a_hidden_segment_by_other_routes(site: Site) -> None:
+    """The workspace's figures and a preview are about segments too: neither may name a hidden segment to
+    the agent it is hidden from, nor count its members (`memberOf` it answers like an unknown segment)."""
+    status, raw = site.call("GET", "/v1/workspaces/acme/segment-figures", "acme-agent")
+    assert status == 200 and HIDDEN not in raw.decode(), raw[:300]
+    answers = {}
+    for segment in (HIDDEN, "no-such-segment"):
+        rule = {"combinator": "and", "rules": [{"field": "segment", "operator": "memberOf", "value": segment}]}
+        status, raw = site.call("POST", "/v1/workspaces/acme/preview", "acme-agent",
+                                {"object_type": "contact", "rule": rule, "sample_size": 10})
+        answers[segment] = (status, raw.replace(segment.encode(), b"<id>").split(b',"took_ms"')[0])
+    assert answers[HIDDEN] == answers["no-such-segment"], answers
+
+
+def test_a_superadmin_acts_in_every_workspace(site: Site) -> None:
+    """README, Auth: a superadmin token (no workspace) may act in every workspace, reading and writing
+    like that workspace's admin; an unknown workspace is still 404."""
+    for workspace, admin in (("acme", "acme-admin"), ("globex", "globex-admin")):
+        for (method, template), call in PROTECTED.items():
+            if method != "GET":
+                continue
+            path = fill(template, call, workspace=workspace)
+            as_admin, as_super = site.call(method, path, admin), site.call(method, path, "super")
+            assert as_super[0] == as_admin[0], (path, as_super[0], as_admin[0], as_super[1][:200])
+        status, listed = get_json(site.port, f"/v1/workspaces/{workspace}/segments", "super")
+        assert status == 200 and listed["segments"], (workspace, listed)
+    assert get_json(site.port, f"/v1/workspaces/acme/segments/{HIDDEN}", "super")[0] == 200, "hidden from an agent only"
+    status, raw = site.call("GET", "/v1/workspaces/nosuchws/segments", "super")
+    assert error_of(status, raw) == (404, "not_found")
+    # Writes: create, edit and delete a segment in another workspace than any token's own.
+    body = {"id": "made-by-super", "object_type": "contact", "name": "made by the platform", "rule": PL}
+    status, raw = site.call("POST", "/v1/workspaces/globex/segments", "super", body)
+    assert status == 201, raw[:300]
+    status, raw = site.call("PATCH", "/v1/workspaces/globex/segments/made-by-super", "super", {"name": "renamed"})
+    assert status == 200 and orjson.loads(raw)["name"] == "renamed", raw[:300]
+    assert get_json(site.port, "/v1/workspaces/globex/segments/made-by-super", "globex-admin")[1]["name"] == "renamed"
+    assert get_json(site.port, "/v1/workspaces/acme/segments/made-by-super", "acme-admin")[0] == 404
+    status, raw = site.call("DELETE", "/v1/workspaces/globex/segments/made-by-super", "super")
+    assert status == 204, raw[:300]
+    site.harness.wait_for(lambda: get_json(site.port, "/v1/workspaces/globex/segments/made-by-super",
+                                           "super")[0] == 404, what="the segment deleted")
+
+
+# ---- rules that try to reach outside the record# ---- rules that try to reach outside the record -------------------------------------------------
 
 HOSTILE_FIELDS = [
     "__class__", "__dict__", "__init__.__globals__", "__proto__", "constructor", "_private", "a.b.c",
