@@ -208,7 +208,8 @@ def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_progress(settings: Settings, args: argparse.Namespace) -> int:
     """Backfills (segment created, edited, recalculated) and consumer lag of every worker, from /health;
-    with --wait, until every worker is ready, no backfill runs and nothing is left to apply."""
+    with --wait, until every answer is complete and current: every worker ready, every partition held by
+    exactly one of them, no backfill running and nothing left to apply."""
     import time
     import urllib.error
     import urllib.request
@@ -229,6 +230,7 @@ def cmd_progress(settings: Settings, args: argparse.Namespace) -> int:
         first = fetch(args.url)
         urls = sorted((first or {}).get("workers") or {}) or [args.url]
         done = first is not None
+        covered: list[int] = []  # partitions the ready workers hold: every one exactly once when done
         for url in urls:
             health = first if url.rstrip("/") == args.url.rstrip("/") else fetch(url)
             if health is None:
@@ -238,10 +240,14 @@ def cmd_progress(settings: Settings, args: argparse.Namespace) -> int:
             backfill = sum(health.get("backfill_pending", {}).values())
             lag = sum(health.get("lag", {}).values())
             detail = " ".join(f"p{p}:{n}" for p, n in health.get("backfill_pending", {}).items())
+            unowned = health.get("unowned_partitions") or []
             print(f"{time.strftime('%H:%M:%S')}  {url}  {'ready' if health.get('ready') else 'NOT READY'}  "
                   f"partitions={health.get('partitions')}  backfill pending={backfill}{' (' + detail + ')' if detail else ''}"
-                  f"  lag={lag}", flush=True)
+                  f"  lag={lag}{f'  no live owner: {unowned}' if unowned else ''}", flush=True)
             done = done and bool(health.get("ready")) and backfill == 0 and lag == 0
+            covered += health.get("partitions") or []
+        if first is not None and sorted(covered) != list(range(first.get("partition_count", len(covered)))):
+            done = False  # a partition nobody holds (a dead member's), or one two workers both claim
         if not args.wait or done:
             return 0
         if time.monotonic() > deadline:

@@ -51,8 +51,8 @@ class EngineCollector(Collector):
     def collect(self) -> Iterator[Any]:
         engine = self.engine
         ready = GaugeMetricFamily("segment_engine_ready",
-                                  "1 when this worker is ready: segment registry loaded and tables recovered")
-        ready.add_metric([], 1.0 if engine.is_ready() else 0.0)
+                                  "1 when this worker is ready (as /health/ready): every answer it gives is complete")
+        ready.add_metric([], 1.0 if engine.cluster.ready() else 0.0)
         yield ready
         try:
             partitions = engine.cluster.local_partitions()

@@ -16,6 +16,11 @@ class ApiError(Exception):
         self.message = message
         self.details = details
 
+    def headers(self) -> dict[str, str] | None:
+        """`Retry-After` (seconds) when the error says when to retry (503 not_ready)."""
+        retry = self.details.get("retry_after")
+        return {"Retry-After": str(retry)} if retry is not None else None
+
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, **self.details}}
 

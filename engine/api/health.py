@@ -1,6 +1,9 @@
-"""Health: liveness (the process serves), readiness (it answers correctly: segment registry loaded and
-tables recovered; not while a rebalance restores state) and the details an operator looks at."""
+"""Health: liveness (the process serves), readiness (every answer is complete: segment registry loaded,
+this worker's tables recovered, no rebalance under way, and every partition held by a live worker) and
+the details an operator looks at."""
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
@@ -19,20 +22,29 @@ async def live(ctx: Context) -> web.StreamResponse:
     return reply({"live": True})
 
 
-def readiness(ctx: Context) -> dict[str, bool]:
+def readiness(ctx: Context) -> dict[str, Any]:
+    """`ready` with its parts. `unowned_partitions`: partitions no live worker holds as the group is
+    assigned now (a killed worker's, until the group evicts it after the session timeout)."""
     engine = ctx.engine
     recovery = engine.app.tables.recovery
+    try:
+        unowned = engine.cluster.unowned()
+    except Exception:  # noqa: BLE001 - not started yet
+        unowned = list(range(engine.settings.partitions))
     return {
-        "ready": engine.is_ready(),
+        "ready": engine.cluster.ready(),
         "registry_loaded": engine.registry_ready.is_set(),
-        "recovering": bool(recovery.in_recovery or not recovery.completed.is_set()),
+        "recovering": bool(recovery.in_recovery or not recovery.completed.is_set() or engine.app.rebalancing),
+        "unowned_partitions": unowned,
+        "partition_count": engine.settings.partitions,
     }
 
 
 async def ready(ctx: Context) -> web.StreamResponse:
-    """200 when this worker answers correctly, 503 while it loads definitions or recovers its tables."""
+    """200 when every answer of this worker is complete, 503 while it loads definitions, recovers its
+    tables, or a partition has no live owner."""
     state = readiness(ctx)
-    return reply(state, 200 if state["ready"] else 503)
+    return reply(state, 200 if state["ready"] else 503, None if state["ready"] else {"Retry-After": "1"})
 
 
 async def health(ctx: Context) -> web.StreamResponse:

@@ -17,12 +17,12 @@ from aiohttp import web
 from engine.api.cluster import Cluster
 from engine.api.errors import bad_request, not_found
 from engine.api.scope import visible, visible_segment, workspace_of
-from engine.api.server import Context, Routes, reply
+from engine.api.server import Context, ExportInterrupted, Routes, reply
 from engine.costs import TOO_HEAVY_CPU_MS_PER_S
 from engine.envelope import record_key, segment_key, utc_now_iso
 from engine.membership import RecordState
-from engine.registry import Segment
-from engine.rules import Context as RuleContext, explain, load_rule
+from engine.registry import Segment, reference_problems
+from engine.rules import Context as RuleContext, InvalidRule, explain, load_rule
 from engine.rules.catalog import OBJECT_TYPES
 
 MAX_PAGE = 1000
@@ -58,11 +58,8 @@ async def record_scope(ctx: Context, object_type: str) -> tuple[str, str]:
 
 
 async def on_owner(ctx: Context, key: str) -> web.StreamResponse | None:
-    """Forward to the record's owner; None when this worker is the owner."""
-    url = cluster(ctx).owner_of(cluster(ctx).partition_of(key))
-    if cluster(ctx).is_me(url):
-        return None
-    return await cluster(ctx).forward(ctx, url)
+    """Forward to the record's owner; None when this worker holds the record's partition, recovered."""
+    return await cluster(ctx).on_owner(ctx, cluster(ctx).partition_of(key))
 
 
 def stored_record(ctx: Context, key: str) -> RecordState:
@@ -150,18 +147,23 @@ async def explain_record(ctx: Context) -> web.StreamResponse:
 # ---- one segment, all partitions -----------------------------------------------------------------
 
 
-def local_figures(ctx: Context, workspace: str) -> dict[str, dict[str, float]]:
-    """This worker's share of each segment's figures: members in its partitions, evaluation cost here."""
+def local_figures(ctx: Context, workspace: str) -> dict[str, Any]:
+    """This worker's share of each segment's figures: members in the partitions it answers for (listed as
+    "partitions"), evaluation cost here."""
     prefix = f"{workspace}/"
+    shown = {segment_key(workspace, s.object_type, s.id) for s in ctx.engine.registry.in_workspace(workspace)
+             if visible(ctx.principal, s)}
     figures: dict[str, dict[str, float]] = {}
-    for partition in cluster(ctx).local_partitions():
+    partitions = cluster(ctx).available()
+    for partition in partitions:
         for seg_key, n in ctx.engine.state.counts(partition).items():
-            if seg_key.startswith(prefix):
+            if seg_key in shown:
                 entry = figures.setdefault(seg_key, {"member_count": 0})
                 entry["member_count"] += n
     for seg_key, cost in ctx.engine.registry.meter.snapshot(prefix).items():
-        figures.setdefault(seg_key, {"member_count": 0}).update(cost)
-    return figures
+        if seg_key in shown:
+            figures.setdefault(seg_key, {"member_count": 0}).update(cost)
+    return {"partitions": partitions, "figures": figures}
 
 
 async def segment_figures(ctx: Context, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -172,7 +174,7 @@ async def segment_figures(ctx: Context, keys: list[str]) -> dict[str, dict[str, 
                                         rel_url=f"/v1/workspaces/{workspace}/segment-figures")
     totals: dict[str, dict[str, Any]] = {}
     for key in keys:
-        parts = [answer.get(key, {}) for answer in answers]
+        parts = [answer["figures"].get(key, {}) for answer in answers]
         cpu = sum(p.get("cpu_ms_per_s", 0.0) for p in parts)
         totals[key] = {
             "member_count": int(sum(p.get("member_count", 0) for p in parts)),
@@ -190,7 +192,8 @@ async def workspace_figures(ctx: Context) -> web.StreamResponse:
     workspace = await workspace_of(ctx)
     if ctx.forwarded:
         return reply(local_figures(ctx, workspace))
-    keys = [segment_key(workspace, s.object_type, s.id) for s in ctx.engine.registry.in_workspace(workspace)]
+    keys = [segment_key(workspace, s.object_type, s.id) for s in ctx.engine.registry.in_workspace(workspace)
+            if visible(ctx.principal, s)]
     return reply(await segment_figures(ctx, keys))
 
 
@@ -214,20 +217,21 @@ def encode_cursor(record_id: str) -> str:
     return base64.urlsafe_b64encode(record_id.encode()).decode()
 
 
-def local_members(ctx: Context, seg_key: str, after: str | None, limit: int) -> list[str]:
-    """The first `limit` member ids after `after` over this worker's partitions (each one is sorted)."""
-    pages = [ctx.engine.state.members(p, seg_key, after, limit) for p in cluster(ctx).local_partitions()]
-    return list(heapq.merge(*pages))[:limit]
+def local_members(ctx: Context, seg_key: str, after: str | None, limit: int) -> dict[str, Any]:
+    """The first `limit` member ids after `after` over the partitions this worker answers for (each one is
+    sorted), and those partitions."""
+    partitions = cluster(ctx).available()
+    pages = [ctx.engine.state.members(p, seg_key, after, limit) for p in partitions]
+    return {"partitions": partitions, "ids": list(heapq.merge(*pages))[:limit]}
 
 
 async def members_after(ctx: Context, segment: Segment, after: str | None, limit: int) -> list[str]:
+    """The first `limit` member ids after `after` over every partition (503 unless all could answer)."""
     seg_key = segment_key(segment.workspace, segment.object_type, segment.id)
     local = local_members(ctx, seg_key, after, limit)
-    if ctx.forwarded:
-        return local
     query = f"limit={limit}" + (f"&cursor={encode_cursor(after)}" if after is not None else "")
     rel_url = f"/v1/workspaces/{segment.workspace}/segments/{segment.id}/members?{query}"
-    answers = await cluster(ctx).gather(ctx, {"ids": local}, rel_url=rel_url)
+    answers = await cluster(ctx).gather(ctx, local, rel_url=rel_url)
     return list(heapq.merge(*(a["ids"] for a in answers)))[:limit]
 
 
@@ -245,7 +249,8 @@ async def members_page(ctx: Context) -> web.StreamResponse:
     limit = page_size(ctx)
     after = decode_cursor(ctx.query("cursor"))
     if ctx.forwarded:
-        return reply({"ids": await members_after(ctx, segment, after, limit)})
+        seg_key = segment_key(segment.workspace, segment.object_type, segment.id)
+        return reply(local_members(ctx, seg_key, after, limit))
     ids = await members_after(ctx, segment, after, limit + 1)
     more = len(ids) > limit
     ids = ids[:limit]
@@ -259,6 +264,7 @@ async def export_members(ctx: Context) -> web.StreamResponse:
     fmt = ctx.query("format", "csv")
     if fmt not in ("csv", "ndjson"):
         raise bad_request("format must be csv or ndjson")
+    ids = await members_after(ctx, segment, None, EXPORT_PAGE)  # a refusal here is a plain 503
     response = web.StreamResponse(headers={
         "Content-Type": "text/csv" if fmt == "csv" else "application/x-ndjson",
         "Content-Disposition": f'attachment; filename="{segment.id}.{fmt}"',
@@ -266,13 +272,14 @@ async def export_members(ctx: Context) -> web.StreamResponse:
     await response.prepare(ctx.request)
     if fmt == "csv":
         await response.write(b"record_id\n")
-    after: str | None = None
-    while True:
-        ids = await members_after(ctx, segment, after, EXPORT_PAGE)
-        if not ids:
-            break
+    while ids:
         await response.write(b"".join(export_line(fmt, rid) for rid in ids))
-        after = ids[-1]
+        try:
+            ids = await members_after(ctx, segment, ids[-1], EXPORT_PAGE)
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the list is not whole
+            # Headers and part of the body are out: only a broken transfer (no final chunk) tells the client
+            # that this is not the whole list.
+            raise ExportInterrupted(f"export of {segment.id!r} interrupted: {exc}") from exc
     await response.write_eof()
     return response
 
@@ -298,10 +305,16 @@ async def preview_rule(ctx: Context) -> web.StreamResponse:
         raise bad_request(f"sample_size must be an integer from 0 to {MAX_SAMPLE}")
     catalog = ctx.engine.registry.workspaces.catalog(workspace, body["object_type"])
     rule = load_rule(body["rule"], catalog)  # type: ignore[arg-type]  # InvalidRule → 422 with problems
+    # `memberOf` a segment the caller cannot see is refused like one that does not exist.
+    shown = {sid: seg for sid, seg in ctx.engine.registry.segment_set(workspace, body["object_type"]).segments.items()
+             if visible(ctx.principal, seg)}
+    if problems := reference_problems(shown, "", rule):
+        raise InvalidRule(problems)
     started = time.perf_counter()
     prefix = f"{workspace}/{body['object_type']}/".encode()
     count, scanned, sample = 0, 0, []
-    for partition in cluster(ctx).local_partitions():
+    partitions = cluster(ctx).available()
+    for partition in partitions:
         now = ctx.engine.now_of(partition)
         for key, raw_state in ctx.engine.state.records(partition, prefix):
             state = RecordState.from_bytes(raw_state)
@@ -312,7 +325,7 @@ async def preview_rule(ctx: Context) -> web.StreamResponse:
                 count += 1
                 if len(sample) < sample_size:
                     sample.append(key[len(prefix):].decode())
-    local = {"count": count, "scanned": scanned, "sample": sample}
+    local: dict[str, Any] = {"partitions": partitions, "count": count, "scanned": scanned, "sample": sample}
     if not ctx.forwarded:
         answers = await cluster(ctx).gather(ctx, local, body=orjson.dumps(body))
         local = {"count": sum(a["count"] for a in answers), "scanned": sum(a["scanned"] for a in answers),

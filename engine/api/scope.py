@@ -23,7 +23,8 @@ async def workspace_of(ctx: Context) -> str:
         try:
             await asyncio.wait_for(ctx.engine.registry_ready.wait(), READY_TIMEOUT)
         except asyncio.TimeoutError:
-            raise ApiError(503, "not_ready", "this worker is still loading segment definitions; retry shortly") from None
+            raise ApiError(503, "not_ready", "this worker is still loading segment definitions; retry shortly",
+                           retry_after=1) from None
     return workspace
 
 

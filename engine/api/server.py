@@ -54,11 +54,16 @@ class Context:
         return FORWARDED_HEADER in self.request.headers
 
 
+class ExportInterrupted(Exception):
+    """A streamed answer lost a partition after its first bytes were sent: the connection is broken off
+    (no final chunk), so a client cannot take the part it got for the whole answer."""
+
+
 Handler = Callable[[Context], Awaitable[web.StreamResponse]]
 
 
-def reply(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+def reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
 
 
 @dataclass
@@ -90,10 +95,13 @@ def _wrap(engine: "Engine", tokens: Tokens, handler: Handler, public: bool) -> C
             principal = Principal(None, "public", None) if public else tokens.authenticate(request.headers)
             return await handler(Context(engine, request, principal, params))
         except ApiError as exc:
-            return reply(exc.body(), exc.status)
+            return reply(exc.body(), exc.status, exc.headers())
         except EngineError as exc:
             error = from_engine_error(exc)
             return reply(error.body(), error.status)
+        except ExportInterrupted:
+            log.warning("%s %s: streamed answer broken off", request.method, request.path, exc_info=True)
+            raise  # aiohttp closes the connection: the response was sent in part
         except Exception:  # noqa: BLE001 - a bug answers 500 JSON, never a stack trace
             log.exception("%s %s failed", request.method, request.path)
             return reply(ApiError(500, "internal_error", "internal error").body(), 500)

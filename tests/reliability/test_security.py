@@ -314,8 +314,6 @@ def test_an_agent_never_sees_a_segment_hidden_from_them(site: Site) -> None:
     assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason="engine/api/queries.py: workspace_figures lists every segment of the "
-                   "workspace, and preview_rule evaluates `memberOf` a hidden segment, without scope.visible")
 def test_an_agent_cannot_count_a_hidden_segment_by_other_routes(site: Site) -> None:
     """The workspace's figures and a preview are about segments too: neither may name a hidden segment to
     the agent it is hidden from, nor count its members (`memberOf` it answers like an unknown segment)."""
