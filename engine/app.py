@@ -42,7 +42,7 @@ from engine.registry import SegmentRegistry
 from engine.rules.errors import EngineError
 from engine.schemas import validate_message
 from engine.settings import Settings
-from engine.state import PartitionWrites, Scoped, StateStore
+from engine.state import PartitionWrites, RecordStateTable, Scoped, StateStore
 from engine.true_ends import true_ends
 from engine.workspaces import load_workspaces
 
@@ -55,6 +55,7 @@ RECALCULATION_CHECK_S = 10.0  # how often the owner of partition 0 looks for seg
 MAX_CLOCK_LEAD_MS = 60_000  # system clock: how far ahead of this worker's wall clock a message may move time
 GROUP_MESSAGES = 64  # messages applied before their writes are committed together, at most
 GROUP_SECONDS = 0.005  # and for at most this long (it adds up to this to a change's latency)
+STALL_CHECK_S = 5.0  # how often partitions that lag without moving are nudged (see _nudge_stalled)
 BACKFILL_CHUNK = 1_000  # records a backfill scans between two yields to the event loop
 
 
@@ -188,9 +189,10 @@ class Engine:
             allow_empty=True,
             **raw,
         )
-        self.table = self.app.Table(
-            "record-state", partitions=n, key_type=bytes, value_type=bytes, changelog_topic=changelog
-        )
+        self.table = self.app.tables.add(RecordStateTable(
+            self.app, name="record-state", beacon=self.app.tables.beacon, partitions=n, key_type=bytes,
+            value_type=bytes, changelog_topic=changelog,
+        ))
         self.state = StateStore(self.table)
         self.cluster = Cluster(self)
         self.app.agent(self.records_topic, name="apply-record-changes")(self._agent)
@@ -198,6 +200,8 @@ class Engine:
         if settings.clock == "system":
             self.app.timer(interval=settings.tick_ms / 1000)(self._tick)
         self.app.timer(interval=RECALCULATION_CHECK_S)(self._recalculate_on_interval)
+        self.app.timer(interval=STALL_CHECK_S)(self._nudge_stalled)
+        self.stalled: dict[tuple[str, int], int] = {}  # (topic, partition) -> applied position seen lagging
         # Faust's own monitor (rebalances, offsets, send latency, ...) as faust_*, and the engine's
         # metrics (engine.metrics, engine.observe) from the same registry, on /metrics.
         setup_prometheus_sensors(self.app, pattern="/metrics", name_prefix="faust")
@@ -318,7 +322,7 @@ class Engine:
             return
         writes.apply_locally()
         tp = TP(self.changelog_topic_name, writes.partition)
-        for future, count in await self.send_batches(tp.topic, tp.partition, writes.pending.items()):
+        for future, count in await self.send_batches(tp.topic, tp.partition, writes.changelog_order()):
             future.add_done_callback(lambda done, count=count: self._persisted(tp, done, count))
 
     def _persisted(self, tp: TP, done: Any, count: int) -> None:
@@ -693,6 +697,19 @@ class Engine:
         partition's RocksDB and changelog. Which versions were applied is stored in the same partition,
         so a worker that takes the partition over knows what is left to do.
         """
+        if partition in self.table.restored:
+            # Restored from the changelog: a crash may have cut a group's records short there. The
+            # bookkeeping came last, so its messages are re-read; derived keys are made to agree with the
+            # record states before anything builds on them (and before the partition answers queries).
+            self.backfill_pending[partition] = self.state.record_estimate(partition)
+            try:
+                fixed = await self.state.repair(partition)
+            finally:
+                self.backfill_pending[partition] = 0
+            self.table.restored.discard(partition)
+            if fixed:
+                metrics.REPAIRED_KEYS.inc(fixed)
+                log.warning("partition %d: repaired %d derived keys after restoring from the changelog", partition, fixed)
         generation = self.registry.generation
         stamps = {k: list(v) for k, v in self.registry.stamps.items()}
         applied = self.state.applied()
@@ -787,6 +804,34 @@ class Engine:
                                     [(tp.topic, tp.partition) for tp in assigned if tp.topic in self.input_topic_names])
         except Exception:  # noqa: BLE001 - best effort: the next message reveals a gap anyway
             log.exception("could not send markers to newly assigned partitions")
+
+    async def _nudge_stalled(self) -> None:
+        """Put a marker at the end of every owned input partition that lags behind what the consumer has
+        seen and whose applied position has not moved since the last check. The consumer can resume past
+        the last messages of a partition that were acknowledged to Faust but never committed here (a kill
+        between the two); with nothing after them, no gap would show and they would wait for the next
+        message on that partition forever. The marker is that next message (see repair_gap)."""
+        from engine.observe import consumer_lag
+
+        if not self.cluster.ready():
+            self.stalled.clear()
+            return
+        try:
+            lags = consumer_lag(self, self.cluster.local_partitions())
+        except Exception:  # noqa: BLE001 - rebalancing: the next check will do
+            return
+        stuck, seen = [], {}
+        for (topic, partition), lag in lags.items():
+            if lag <= 0:
+                continue
+            position = self.state.applied_position(partition, topic)
+            seen[(topic, partition)] = -1 if position is None else position
+            if self.stalled.get((topic, partition)) == seen[(topic, partition)]:
+                stuck.append((topic, partition))
+        self.stalled = seen
+        if stuck:
+            log.warning("nudging %d input partition(s) whose last messages were not applied: %s", len(stuck), stuck)
+            await self.send_markers(encode(envelope("engine.sync", {})), stuck)
 
     async def _forget_synced(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         # Faust sends this once the agent finished its current message (stream_wait_empty): a group it

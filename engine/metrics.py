@@ -42,6 +42,11 @@ OFFSET_GAPS = Counter(
     "Times a partition's next message came after unapplied offsets (the consumer's committed offset was "
     "ahead of the durable state after a SIGKILL); the skipped messages are re-read and applied.",
 )
+REPAIRED_KEYS = Counter(
+    "segment_engine_repaired_keys_total",
+    "Derived keys (member index, counts, schedule) fixed to agree with the record states after a partition "
+    "was restored from its changelog (a crash had cut a commit's records short there)",
+)
 GAP_MESSAGES = Counter(
     "segment_engine_gap_messages_total",
     "Messages re-read and applied because the consumer had skipped them (see offset_gaps_total).",

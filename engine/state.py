@@ -8,12 +8,14 @@ API can read without an event.
 """
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from typing import Any, Iterable, Iterator, Mapping
 
+import faust
 import orjson
 
-from engine.envelope import segment_key
+from engine.envelope import segment_key, split_record_key
 from engine.membership import ENTERED, RecordState, Transition
 
 APPLIED_KEY = b"\x00applied"  # {segment key: [version, removed]} this partition was synced to
@@ -24,6 +26,7 @@ TURNS_KEY = b"\x00turns"  # {"workspace/group": conversations this partition gav
 COUNT_PREFIX = b"\x00n"  # + segment key → {"n": members in this partition, "at": {topic: [offset, phase]}}
 MEMBER_PREFIX = b"\x00m"  # + segment key + NUL + record id  →  b"1"
 FIRST_RECORD_KEY = b"\x01"
+REPAIR_YIELD = 1_000  # keys a repair scan checks between two yields to the event loop
 
 # A changelog replay after a crash can re-run a message whose count deltas already landed (a large
 # message's changelog can span several record batches); the marker (source topic, offset, phase) makes a
@@ -31,6 +34,10 @@ FIRST_RECORD_KEY = b"\x01"
 # topic. Phase 0 = backfill, 1 = the message itself.
 Marker = tuple[str, int, int]
 Scoped = tuple[str, str, str, list[Transition]]  # workspace, object type, record id, its transitions
+
+
+def is_bookkeeping(key: bytes) -> bool:
+    return key in (APPLIED_KEY, CLOCK_KEY, TURNS_KEY) or key.startswith(POSITION_KEY)
 
 
 def member_prefix(seg_key: str) -> bytes:
@@ -67,6 +74,16 @@ class PartitionWrites:
     def __delitem__(self, key: bytes) -> None:
         self.pending[key] = None
 
+    def changelog_order(self) -> list[tuple[bytes, bytes | None]]:
+        """The pending keys as the changelog gets them: the partition's bookkeeping (applied positions,
+        synced segment versions, clock, group turns) last. A group's records can span several record
+        batches and a crash can leave only the first ones in the changelog; a worker restoring from it
+        must then not find a position that says the group's messages were applied (it re-reads them) and
+        derived keys are repaired from the record states (see StateStore.repair)."""
+        keys = self.pending
+        return ([(k, v) for k, v in keys.items() if not is_bookkeeping(k)]
+                + [(k, v) for k, v in keys.items() if is_bookkeeping(k)])
+
     def apply_locally(self) -> None:
         """Write the pending keys to RocksDB in one atomic batch."""
         from rocksdict import WriteBatch
@@ -78,6 +95,21 @@ class PartitionWrites:
             else:
                 batch.put(key, value)
         self.db.write(batch)
+
+
+class RecordStateTable(faust.Table):
+    """Faust's table, noting which partitions a recovery wrote changelog records to: their derived keys
+    may come from a group whose records reached the changelog only in part, and are repaired before the
+    partition answers (StateStore.repair)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.restored: set[int] = set()
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        events = list(batch)
+        self.restored.update(event.message.partition for event in events)
+        super().apply_changelog_batch(events)
 
 
 class StateStore:
@@ -154,8 +186,11 @@ class StateStore:
             writes[key] = orjson.dumps(doc)
 
     def drop_segment(self, partition: int, seg_key: str, marker: Marker) -> None:
-        """Forget a removed segment's members in this partition (index entries and count)."""
-        for key in list(self._prefix_keys(partition, member_prefix(seg_key))):
+        """Forget a removed segment's members in this partition (index entries and count), those committed
+        and those still pending (a repair may just have written some)."""
+        prefix = member_prefix(seg_key)
+        pending = [key for key, value in self.writes.pending.items() if value is not None and key.startswith(prefix)]
+        for key in [*self._prefix_keys(partition, prefix), *pending]:
             del self.writes[key]
         del self.writes[COUNT_PREFIX + seg_key.encode()]
 
@@ -258,3 +293,62 @@ class StateStore:
             if not key.startswith(prefix):
                 return
             yield key
+
+    async def repair(self, partition: int) -> int:
+        """Make the partition's derived keys agree with its record states (the open writes must be this
+        partition's): every member in the member index and no entry for a non-member, every count the
+        number of members, every due record in the schedule and no stale entry. Streams over the keys
+        with point reads, so memory stays flat but for one counter per segment; returns how many keys
+        it fixed."""
+        writes, fixed, checked = self.writes, 0, 0
+        counts: dict[str, int] = defaultdict(int)
+        # A record keeps the ids of removed segments until it next changes; the partition's own record of
+        # what it synced says which are gone here (their index and count were dropped).
+        gone = {key for key, (_, removed) in self.applied().items() if removed}
+
+        async def pace() -> None:
+            nonlocal checked
+            checked += 1
+            if checked % REPAIR_YIELD == 0:
+                await asyncio.sleep(0)
+
+        for key, raw in self.records(partition):
+            await pace()
+            state = RecordState.from_bytes(raw)
+            workspace, object_type, record_id = split_record_key(key.decode())
+            for segment_id in state.members:
+                seg_key = segment_key(workspace, object_type, segment_id)
+                if seg_key in gone:
+                    continue
+                counts[seg_key] += 1
+                index_key = member_prefix(seg_key) + record_id.encode()
+                if writes.get(index_key) is None:
+                    writes[index_key] = b"1"
+                    fixed += 1
+            if state.due is not None and writes.get(schedule_key(state.due, key)) is None:
+                writes[schedule_key(state.due, key)] = b""
+                fixed += 1
+        for index_key in list(self._prefix_keys(partition, MEMBER_PREFIX)):
+            await pace()
+            seg_key, record_id = index_key[len(MEMBER_PREFIX):].split(b"\x00", 1)
+            workspace, object_type, segment_id = split_record_key(seg_key.decode())
+            raw = writes.get(f"{workspace}/{object_type}/".encode() + record_id)
+            if raw is None or segment_id not in RecordState.from_bytes(raw).members or seg_key.decode() in gone:
+                del writes[index_key]
+                fixed += 1
+        for entry in list(self._prefix_keys(partition, SCHEDULE_PREFIX)):
+            await pace()
+            raw = writes.get(entry[10:])
+            if raw is None or RecordState.from_bytes(raw).due != int.from_bytes(entry[2:10], "big"):
+                del writes[entry]
+                fixed += 1
+        stored = {key[len(COUNT_PREFIX):].decode() for key in self._prefix_keys(partition, COUNT_PREFIX)}
+        for seg_key in stored | set(counts):
+            count_key = COUNT_PREFIX + seg_key.encode()
+            raw = writes.get(count_key)
+            doc: dict[str, Any] = orjson.loads(raw) if raw else {"n": 0, "at": {}}
+            if doc["n"] != counts.get(seg_key, 0):
+                doc["n"] = counts.get(seg_key, 0)
+                writes[count_key] = orjson.dumps(doc)
+                fixed += 1
+        return fixed

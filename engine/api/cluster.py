@@ -61,13 +61,14 @@ class Cluster:
 
     def available(self) -> list[int]:
         """Partitions this worker answers for now: assigned to it, with the registry loaded and the tables
-        recovered, and no rebalance under way (Faust keeps `recovery.completed` set after the first
-        recovery, so a later assignment is only visible through `app.rebalancing` until it recovers)."""
+        recovered (and repaired, see Engine.sync_partition), and no rebalance under way (Faust keeps
+        `recovery.completed` set after the first recovery, so a later assignment is only visible through
+        `app.rebalancing` until it recovers)."""
         engine = self.engine
         try:
             if not engine.is_ready() or engine.app.rebalancing:
                 return []
-            return self.local_partitions()
+            return [p for p in self.local_partitions() if p not in engine.table.restored]
         except Exception:  # noqa: BLE001 - not started yet
             return []
 
@@ -83,9 +84,12 @@ class Cluster:
 
     def ready(self) -> bool:
         """Every answer this worker gives is complete now, as far as it can tell: its own partitions are
-        recovered and every other partition has another owner (whose readiness its own /health reports)."""
+        recovered and repaired, and every other partition has another owner (whose readiness its own
+        /health reports)."""
         try:
-            return self.engine.is_ready() and not self.engine.app.rebalancing and not self.unowned()
+            engine = self.engine
+            return (engine.is_ready() and not engine.app.rebalancing and not self.unowned()
+                    and not set(self.local_partitions()) & engine.table.restored)
         except Exception:  # noqa: BLE001 - not started yet
             return False
 
