@@ -11,6 +11,17 @@ from tests.naive_eval import naive_matches
 Member = tuple[str, str]  # (record_id, segment_id)
 
 
+def merge(fields: Mapping[str, Any], change: Mapping[str, Any], catalog: Mapping[str, Any]) -> dict[str, Any]:
+    """A partial update merged into a record's fields: null removes a field (README, Message formats)."""
+    merged = dict(fields)
+    for name, value in normalize_fields(change.get("fields") or {}, catalog).items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return merged
+
+
 @dataclass
 class Oracle:
     """Final record states and the membership transitions a sequential, all-segments evaluation implies."""
@@ -30,13 +41,7 @@ class Oracle:
         if change["op"] == "delete":
             self.records.pop(rid, None)
         else:
-            merged = dict(self.records.get(rid, {}))
-            for name, value in normalize_fields(change.get("fields") or {}, self.catalog).items():
-                if value is None:
-                    merged.pop(name, None)
-                else:
-                    merged[name] = value
-            self.records[rid] = merged
+            self.records[rid] = merge(self.records.get(rid, {}), change, self.catalog)
         after = self.members_of(rid)
         for sid in sorted(after - before):
             self.transitions.append(("segment.entered", rid, sid, change["version"]))
@@ -142,13 +147,7 @@ class FullOracle:
             for members in self.statics.values():
                 members.discard(rid)
             return
-        merged = dict(self.records[rid]) if known else {}
-        for name, value in normalize_fields(change.get("fields") or {}, self.catalog).items():
-            if value is None:
-                merged.pop(name, None)
-            else:
-                merged[name] = value
-        self.records[rid] = merged
+        self.records[rid] = merge(self.records[rid] if known else {}, change, self.catalog)
 
     def _touch(self, rid: str) -> bool:
         """Create a record the engine would create at version 0; False for a deleted record."""

@@ -48,16 +48,6 @@ def worker_at(harness: Harness, data_dir: str, port: int, bind: str = "127.0.0.1
     return worker.start()
 
 
-def health_at(host: str, port: int) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=5) as response:
-            return orjson.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return orjson.loads(err.read())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-
-
 def request(port: int, path: str, body: Any = None) -> tuple[int, dict[str, str], bytes]:
     data = orjson.dumps(body) if body is not None else None
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method="POST" if data else "GET",
@@ -83,10 +73,10 @@ def test_two_members_under_one_url_make_every_read_refuse_naming_the_partitions(
     harness.wait_for(lambda: (a := request(port, f"{WS}/segments/eu/count"))[0] == 200
                      and orjson.loads(a[2])["member_count"] == 40, what="one worker holding every partition")
 
-    worker_at(harness, "b", port, "127.0.0.2")  # same advertised URL, another address: a live twin
+    twin = worker_at(harness, "b", port, "127.0.0.2")  # same advertised URL, another address: a live twin
 
     def split() -> list[int] | None:
-        a, b = health_at("127.0.0.1", port), health_at("127.0.0.2", port)
+        a, b = health(first), health(twin, "127.0.0.2")
         if not a or not b or not a.get("partitions") or not b.get("partitions"):
             return None
         return sorted(a["partitions"])
@@ -94,7 +84,7 @@ def test_two_members_under_one_url_make_every_read_refuse_naming_the_partitions(
     mine = harness.wait_for(split, what="the two workers sharing the partitions", timeout=60)
     theirs = sorted(set(range(harness.settings.partitions)) - set(mine))
     time.sleep(1.0)  # both recovered
-    ready = health_at("127.0.0.1", port)
+    ready = health(first)
     assert ready is not None and not ready["ready"] and ready["unowned_partitions"] == theirs, ready
 
     outside = next(rid for rid in records if partition_for(record_key(WORKSPACE, "contact", rid), 4) in theirs)

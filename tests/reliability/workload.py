@@ -191,10 +191,10 @@ class NewEvents:
 # ---- workers -----------------------------------------------------------------------------------------
 
 
-def health(worker: WorkerProcess) -> dict[str, Any] | None:
+def health(worker: WorkerProcess, host: str = "127.0.0.1") -> dict[str, Any] | None:
     """The worker's /health body (200 or 503), or None when it does not answer."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/health", timeout=5) as response:
+        with urllib.request.urlopen(f"http://{host}:{worker.web_port}/health", timeout=5) as response:
             return orjson.loads(response.read())
     except urllib.error.HTTPError as err:
         return orjson.loads(err.read())
