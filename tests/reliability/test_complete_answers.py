@@ -200,3 +200,35 @@ def test_a_changelog_cut_short_by_a_crash_is_repaired_when_a_worker_restores_fro
     status, _, body = request(port, f"{WS}/segments/pl/export?format=csv")
     assert status == 200 and set(body.decode().split()[1:]) == members, body
     assert orjson.loads(request(port, f"{WS}/segments/pl/members/c0")[2])["member"] is False
+
+
+def test_while_a_worker_restores_the_partitions_it_takes_over_every_count_is_exact_or_refused(harness: Harness) -> None:
+    """Two workers share the partitions; one stops and the other takes its partitions over, restoring them
+    from the changelog (several seconds for this much state). Polled throughout, a count is either the
+    exact member count or 503: never the members of a partition restored in part."""
+    rule = {"combinator": "and", "rules": [{"field": "country", "operator": "=", "value": "PL"}]}
+    define(harness, "pl", rule, 1)
+    changes = [{"op": "upsert", "object_type": "contact", "id": f"c{i}", "version": 1,
+                "fields": {"country": "PL" if i % 2 else "US", "first_name": "x" * 200}} for i in range(24_000)]
+    harness.publisher.publish_batches(WORKSPACE, changes, batch_size=500)
+    harness.publisher.flush()
+    staying, leaving = harness.start_worker("a"), harness.start_worker("b")
+    harness.wait_for(lambda: all((h := health(w)) and h["ready"] and h["partitions"] for w in (staying, leaving)),
+                     what="two workers sharing the partitions")
+    harness.wait_for(lambda: (a := request(staying.web_port, f"{WS}/segments/pl/count"))[0] == 200
+                     and orjson.loads(a[2])["member_count"] == 12_000, what="every change applied", timeout=120)
+
+    leaving.stop()
+    seen: list[tuple[int, int | None]] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        status, _, body = request(staying.web_port, f"{WS}/segments/pl/count")
+        seen.append((status, orjson.loads(body)["member_count"] if status == 200 else None))
+        owned = (health(staying) or {}).get("partitions") or []
+        if status == 200 and len(owned) == harness.settings.partitions:
+            break
+        time.sleep(0.05)
+    wrong = [answer for answer in seen if answer[0] != 503 and answer != (200, 12_000)]
+    assert not wrong, f"answers while partitions moved: {wrong[:10]} (of {len(seen)})"
+    assert (503, None) in seen, "the takeover was never caught in progress: the test proved nothing"
+    assert seen[-1] == (200, 12_000)
