@@ -2,8 +2,9 @@
 
 Rows (see bench/README.md): the engine with single-change and batched (x100) messages, and three BASELINES on
 the same messages: a bare aiokafka consumer that decodes (the transport limit), an empty Faust agent, and a
-naive Faust implementation of the same job (bench/naive_worker.py); at 10, 1,000 and 10,000 segments.
-Columns: changes/s, its ratio to each peer, p50/p99 change->event latency at a fixed offered load, peak RSS,
+naive Faust implementation of the same job (bench/naive_worker.py); and the REFERENCE: the same job as a plain
+asyncio process with the engine's rules and durability order (bench/reference_job.py); at 10, 1,000 and 10,000
+segments. Columns: changes/s, its ratio to each peer, p50/p99 change->event latency at a fixed offered load, peak RSS,
 RocksDB bytes per record; then the backfill time of a new segment (bench/backfill.py).
 
 `python -m bench.run --quick` is a smoke run of about 1.5 minutes (tiny counts, 10 and 1,000 segments).
@@ -32,8 +33,9 @@ from engine.sample_data import zipf_contact_updates
 
 from bench import backfill
 from bench.harness import (  # noqa: F401 - re-exported: bench/time_and_behaviour.py imports them from here
-    REPO, RESULTS, Latency, Msg, Progress, Throughput, WorkerSession, encode_batches, encode_single, fresh_settings,
-    metric_sum, paced, scrape, send_all, spawn, stop, tail, vm_hwm_mb, watch, worker_env,
+    REPO, RESULTS, Latency, Msg, Progress, Throughput, WorkerSession, compacted_sst_bytes, creates_for, dir_bytes,
+    encode_batches, encode_single, fresh_settings, metric_sum, paced, scrape, send_all, spawn, stop, tail, vm_hwm_mb,
+    watch, worker_env,
 )
 from bench.segments import match_rate, random_segments
 
@@ -46,7 +48,7 @@ class Row:
     """One line of the table."""
 
     scenario: str
-    kind: str  # engine | naive | raw | empty
+    kind: str  # engine | naive | raw | empty | reference
     mode: str  # single | batched
     segments: int
     changes: int
@@ -60,6 +62,7 @@ class Row:
     disk_bytes_per_record: float | None = None
     sst_bytes_per_record: float | None = None
     records: int | None = None
+    engine_over_reference: float | None = None  # engine rows: changes/s ÷ the reference row's (same mode, segments)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -163,6 +166,95 @@ def empty_row(broker: LocalBroker, tmp: Path, messages: list[Msg], mode: str, ti
                changes=changes, messages=len(messages), seconds=seconds, rate=changes / seconds, vm_hwm_mb=rss)
 
 
+def engine_history(stream: list[dict[str, Any]], slices: Slices, mode: str, single_latency_ran: bool,
+                   seed: int) -> list[dict[str, Any]]:
+    """Every change the engine's worker applied before the measured phase of `mode`, in its order: the warm-up
+    creates of the single-change phase; for the batched phase also the single-change phase, its latency phase
+    (with its warm-up creates) if it ran, and the batched phase's own warm-up creates. Replayed (untimed) by the
+    reference so that it starts the phase from the same record states as the engine."""
+    stored: set[str] = set()
+    history: list[dict[str, Any]] = []
+
+    def warm(changes: list[dict[str, Any]]) -> None:  # as WorkerSession.warm_up
+        ids = sorted({c["id"] for c in changes} - stored)
+        history.extend(creates_for(ids, seed))
+        stored.update(ids)
+
+    single = take(stream, slices.single)
+    warm(single)
+    if mode == "single":
+        return history
+    history.extend(single)
+    if single_latency_ran:
+        latency = take(stream, slices.single_latency)
+        warm(latency)
+        history.extend(latency)
+    warm(take(stream, slices.batched))
+    return history
+
+
+def reference_row(broker: LocalBroker, tmp: Path, segments: list[dict[str, Any]], history: list[dict[str, Any]],
+                  messages: list[Msg], mode: str, args: argparse.Namespace) -> Row:
+    """REFERENCE: bench/reference_job.py over pre-published messages (the engine row's), after replaying what the
+    engine's worker applied before that phase (`history`, untimed, from its own topic); it times itself (first
+    fetch -> last changelog batch acknowledged)."""
+    import topics
+
+    n = len(segments)
+    settings = fresh_settings(broker, tmp, f"reference-{n}-{mode}")
+    warm = fresh_settings(broker, tmp, f"reference-warm-{n}-{mode}")  # only its record-changes topic is used
+    warm_topic = topics.RECORD_CHANGES.full_name(warm.topic_prefix)
+    publisher = Publisher(settings, source="bench", validate=False)
+    warm_msgs = encode_batches(history, settings.partitions, args.batch_size, check=False)
+    try:
+        send_all(publisher, warm_topic, warm_msgs)
+        send_all(publisher, publisher.records_topic, messages)
+    finally:
+        publisher.close()
+    seg_file = tmp / f"{settings.app_id}-segments.json"
+    seg_file.write_bytes(orjson.dumps(segments))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prefix = settings.topic_prefix
+    env = dict(os.environ, BENCH_BROKER=broker.address, BENCH_TOPIC=publisher.records_topic,
+               BENCH_EXPECT=str(len(messages)), BENCH_WARMUP_TOPIC=warm_topic,
+               BENCH_WARMUP_EXPECT=str(len(warm_msgs)), BENCH_EVENTS_TOPIC=topics.SEGMENT_EVENTS.full_name(prefix),
+               BENCH_CHANGELOG_TOPIC=topics.RECORD_STATE_CHANGELOG.full_name(prefix),
+               BENCH_PARTITIONS=str(settings.partitions), BENCH_DATA_DIR=str(settings.data_dir),
+               BENCH_SEGMENTS_FILE=str(seg_file), BENCH_TIMEOUT=str(args.timeout))
+    out = subprocess.run([sys.executable, "-m", "bench.reference_job"], env=env, cwd=REPO, capture_output=True,
+                         timeout=2 * args.timeout + 60)
+    if out.returncode != 0:
+        raise RuntimeError(f"reference job failed ({out.returncode}): {out.stderr.decode()[-2000:]}")
+    result = orjson.loads(out.stdout.splitlines()[-1])
+    seconds = result["last"] - result["first"]
+    if seconds <= 0:
+        raise RuntimeError("the reference job got everything in one fetch; raise the change count")
+    records = result["records"] or None
+    return Row(scenario=f"REFERENCE plain asyncio job, {mode_label(mode, args.batch_size)}", kind="reference",
+               mode=mode, segments=n, changes=result["changes"], messages=result["messages"], seconds=seconds,
+               rate=result["changes"] / seconds, events_per_change=result["events"] / max(1, result["changes"]),
+               vm_hwm_mb=result["vm_hwm_kb"] / 1024, records=records,
+               disk_bytes_per_record=dir_bytes(settings.data_dir) / records if records else None,
+               sst_bytes_per_record=compacted_sst_bytes(settings.data_dir) / records if records else None,
+               extra={"replayed_before_phase": len(history)})
+
+
+def reference_rows(broker: LocalBroker, tmp: Path, n: int, segments: list[dict[str, Any]], stream: list[dict[str, Any]],
+                   slices: Slices, rows: list[Row], args: argparse.Namespace, single_msgs: list[Msg],
+                   batched_msgs: list[Msg]) -> list[Row]:
+    """Both modes of the reference for segment count `n`, once its engine rows are measured (the history it
+    replays depends on whether the engine's single-change latency phase ran)."""
+    engine_single = next((r for r in rows if r.kind == "engine" and r.mode == "single" and r.segments == n), None)
+    latency_ran = engine_single is not None and engine_single.latency is not None
+    out = []
+    for mode, msgs in (("single", single_msgs), ("batched", batched_msgs)):
+        history = engine_history(stream, slices, mode, latency_ran, args.seed)
+        row = reference_row(broker, tmp, segments, history, msgs, mode, args)
+        out.append(row)
+        print(f"  {row.scenario}, {n} segments: {row.rate:,.0f} changes/s", flush=True)
+    return out
+
+
 def mode_label(mode: str, batch: int = 100) -> str:
     return "single-change" if mode == "single" else f"batched x{batch}"
 
@@ -242,8 +334,8 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
     raw = {r.mode: r.rate for r in rows if r.kind == "raw"}
     empty = {r.mode: r.rate for r in rows if r.kind == "empty"}
     naive = {(r.mode, r.segments): r.rate for r in rows if r.kind == "naive"}
-    head = (f"{'row':<41} {'segs':>6} {'changes':>7} {'secs':>5} {'changes/s':>10} {'x raw':>8} {'x empty':>8} "
-            f"{'x naive':>7} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} {'disk B/rec':>10} {'SST B/rec':>9} {'ev/chg':>6}")
+    head = (f"{'row':<43} {'segs':>6} {'changes':>7} {'secs':>5} {'changes/s':>10} {'x raw':>8} {'x empty':>8} "
+            f"{'x naive':>7} {'eng÷ref':>7} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} {'disk B/rec':>10} {'SST B/rec':>9} {'ev/chg':>6}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -255,9 +347,10 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
             p50 = p99 = "sat."
         else:
             p50 = p99 = "-"
-        print(f"{r.scenario:<41} {r.segments or '-':>6} {r.changes:>7,} {r.seconds:>5.1f} {r.rate:>10,.0f} "
+        print(f"{r.scenario:<43} {r.segments or '-':>6} {r.changes:>7,} {r.seconds:>5.1f} {r.rate:>10,.0f} "
               f"{ratio(r.rate, raw.get(r.mode)):>8} {ratio(r.rate, empty.get(r.mode)) if r.kind != 'empty' else '-':>8} "
               f"{ratio(r.rate, naive.get((r.mode, r.segments))) if r.kind == 'engine' else '-':>7} "
+              f"{ratio(r.engine_over_reference, 1.0) if r.kind == 'engine' else '-':>7} "
               f"{p50:>7} {p99:>7} {r.vm_hwm_mb or 0:>7,.0f} "
               f"{'-' if r.disk_bytes_per_record is None else format(r.disk_bytes_per_record, ',.0f'):>10} "
               f"{'-' if r.sst_bytes_per_record is None else format(r.sst_bytes_per_record, ',.0f'):>9} "
@@ -267,7 +360,10 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
           "engine row takes ~20-30 s (the naive rows take what they take on the same messages).")
     print(f"x raw / x empty = changes/s over that peer's changes/s in the same mode (peers read the "
           f"{min(parse_plan(args.changes))}-segment rows' messages); x naive = over the naive baseline's, same mode "
-          "and segments.")
+          "and segments. eng÷ref = engine changes/s ÷ the REFERENCE plain asyncio job's (bench/reference_job.py: the "
+          "same messages, the engine's rules, guard index and durability order; no Faust, no schema validation, no "
+          "member index, no counts), same mode and segments; the reference times itself (first fetch -> last "
+          "changelog batch acknowledged), like the raw baseline.")
     print(f"p50/p99: change -> event latency at {args.latency_rate:,.0f} changes/s offered for {args.latency_seconds:g} s "
           "(event's Kafka timestamp - the bench's send time of the change), over the changes that emitted an event; "
           f"sat. = capacity below {args.latency_margin:g}x the offered load, not run; ! = the worker lagged behind. "
@@ -414,6 +510,9 @@ def main() -> int:
                 for kind in kinds:
                     rows += run_session(WorkerSession(kind, broker, tmp, segment_sets[n]), stream, slices[n], args,
                                         single_msgs[n], batched_msgs[n])
+                if n not in background:
+                    rows += reference_rows(broker, tmp, n, segment_sets[n], stream, slices[n], rows, args,
+                                           single_msgs[n], batched_msgs[n])
 
             backfill_segments = segment_sets.get(10) or random_segments(random.Random(args.seed + 10), 10)
             new_segment = dict(random_segments(random.Random(args.seed + 999), 1)[0], id="backfill-new",
@@ -436,12 +535,20 @@ def main() -> int:
                 engine_session_rows = run_session(session, stream, slices[n], args, single_msgs[n], batched_msgs[n])
                 position = next((i for i, r in enumerate(rows) if r.kind == "naive" and r.segments == n), len(rows))
                 rows[position:position] = engine_session_rows
+                reference = reference_rows(broker, tmp, n, segment_sets[n], stream, slices[n], rows, args,
+                                           single_msgs[n], batched_msgs[n])
+                position = max((i + 1 for i, r in enumerate(rows) if r.segments == n), default=len(rows))
+                rows[position:position] = reference
         if args.time_behaviour != "off":
             tb_started = time.monotonic()
             extra = time_and_behaviour.run_all(broker, tmp, args)
             tb_s = time.monotonic() - tb_started
 
     total_s = time.monotonic() - started
+    reference = {(r.mode, r.segments): r.rate for r in rows if r.kind == "reference"}
+    for r in rows:
+        if r.kind == "engine" and reference.get((r.mode, r.segments)):
+            r.engine_over_reference = r.rate / reference[(r.mode, r.segments)]
     if rows:
         print()
         print_table(rows, args)
@@ -465,6 +572,9 @@ def main() -> int:
         "git": git_state(),
         "workload": workload,
         "rows": [asdict(r) for r in rows],
+        "reference": [{"segments": r.segments, "mode": r.mode, "reference_changes_per_s": reference.get((r.mode, r.segments)),
+                       "engine_changes_per_s": r.rate, "engine_over_reference": r.engine_over_reference}
+                      for r in rows if r.kind == "engine"],
         "backfill": backfill_result,
     }
     if extra is not None:
