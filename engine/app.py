@@ -697,7 +697,7 @@ class Engine:
         partition's RocksDB and changelog. Which versions were applied is stored in the same partition,
         so a worker that takes the partition over knows what is left to do.
         """
-        if partition in self.table.restored:
+        if self.state.needs_repair(partition):
             # Restored from the changelog: a crash may have cut a group's records short there. The
             # bookkeeping came last, so its messages are re-read; derived keys are made to agree with the
             # record states before anything builds on them (and before the partition answers queries).
@@ -706,7 +706,6 @@ class Engine:
                 fixed = await self.state.repair(partition)
             finally:
                 self.backfill_pending[partition] = 0
-            self.table.restored.discard(partition)
             if fixed:
                 metrics.REPAIRED_KEYS.inc(fixed)
                 log.warning("partition %d: repaired %d derived keys after restoring from the changelog", partition, fixed)

@@ -25,6 +25,7 @@ SCHEDULE_PREFIX = b"\x00s"  # + due (8 bytes, big-endian) + record key  →  b""
 TURNS_KEY = b"\x00turns"  # {"workspace/group": conversations this partition gave the group} (chat assignment)
 COUNT_PREFIX = b"\x00n"  # + segment key → {"n": members in this partition, "at": {topic: [offset, phase]}}
 MEMBER_PREFIX = b"\x00m"  # + segment key + NUL + record id  →  b"1"
+REPAIR_KEY = b"\x00repair"  # local only: the partition was restored from its changelog and awaits StateStore.repair
 FIRST_RECORD_KEY = b"\x01"
 REPAIR_YIELD = 1_000  # keys a repair scan checks between two yields to the event loop
 
@@ -37,7 +38,7 @@ Scoped = tuple[str, str, str, list[Transition]]  # workspace, object type, recor
 
 
 def is_bookkeeping(key: bytes) -> bool:
-    return key in (APPLIED_KEY, CLOCK_KEY, TURNS_KEY) or key.startswith(POSITION_KEY)
+    return key in (APPLIED_KEY, CLOCK_KEY, TURNS_KEY, REPAIR_KEY) or key.startswith(POSITION_KEY)
 
 
 def member_prefix(seg_key: str) -> bytes:
@@ -98,18 +99,17 @@ class PartitionWrites:
 
 
 class RecordStateTable(faust.Table):
-    """Faust's table, noting which partitions a recovery wrote changelog records to: their derived keys
-    may come from a group whose records reached the changelog only in part, and are repaired before the
-    partition answers (StateStore.repair)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.restored: set[int] = set()
+    """Faust's table, marking in RocksDB each partition a recovery wrote changelog records to: its derived
+    keys may come from a commit whose records reached the changelog only in part, and are repaired before
+    the partition answers or applies anything (StateStore.repair). The mark is in the partition's own
+    RocksDB, not in memory, so a worker killed before its repair committed repairs on its next start
+    even when that start restores nothing."""
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         events = list(batch)
-        self.restored.update(event.message.partition for event in events)
         super().apply_changelog_batch(events)
+        for partition in {event.message.partition for event in events}:
+            self.data._db_for_partition(partition).put(REPAIR_KEY, b"1")
 
 
 class StateStore:
@@ -342,13 +342,21 @@ class StateStore:
             if raw is None or RecordState.from_bytes(raw).due != int.from_bytes(entry[2:10], "big"):
                 del writes[entry]
                 fixed += 1
+        # Every count is the number of members now, and forgets its markers: they said which messages its
+        # deltas covered, but the states may lack some of those messages (they are re-read, and their
+        # transitions must count) and hold others whose count update never arrived (counted above).
         stored = {key[len(COUNT_PREFIX):].decode() for key in self._prefix_keys(partition, COUNT_PREFIX)}
         for seg_key in stored | set(counts):
             count_key = COUNT_PREFIX + seg_key.encode()
             raw = writes.get(count_key)
             doc: dict[str, Any] = orjson.loads(raw) if raw else {"n": 0, "at": {}}
             if doc["n"] != counts.get(seg_key, 0):
-                doc["n"] = counts.get(seg_key, 0)
-                writes[count_key] = orjson.dumps(doc)
                 fixed += 1
+            if doc != {"n": counts.get(seg_key, 0), "at": {}}:
+                writes[count_key] = orjson.dumps({"n": counts.get(seg_key, 0), "at": {}})
+        del writes[REPAIR_KEY]  # in the same write batch as the fixes
         return fixed
+
+    def needs_repair(self, partition: int) -> bool:
+        """Restored from the changelog and not repaired since (committed state)."""
+        return self._db(partition).get(REPAIR_KEY) is not None

@@ -68,7 +68,7 @@ class Cluster:
         try:
             if not engine.is_ready() or engine.app.rebalancing:
                 return []
-            return [p for p in self.local_partitions() if p not in engine.table.restored]
+            return [p for p in self.local_partitions() if not engine.state.needs_repair(p)]
         except Exception:  # noqa: BLE001 - not started yet
             return []
 
@@ -89,7 +89,7 @@ class Cluster:
         try:
             engine = self.engine
             return (engine.is_ready() and not engine.app.rebalancing and not self.unowned()
-                    and not set(self.local_partitions()) & engine.table.restored)
+                    and not any(engine.state.needs_repair(p) for p in self.local_partitions()))
         except Exception:  # noqa: BLE001 - not started yet
             return False
 
