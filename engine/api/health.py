@@ -24,18 +24,21 @@ async def live(ctx: Context) -> web.StreamResponse:
 
 def readiness(ctx: Context) -> dict[str, Any]:
     """`ready` with its parts. `unowned_partitions`: partitions no live worker holds as the group is
-    assigned now (a killed worker's, until the group evicts it after the session timeout)."""
+    assigned now (a killed worker's, until the group evicts it after the session timeout);
+    `repairing_partitions`: this worker's partitions restored from the changelog and not repaired yet."""
     engine = ctx.engine
     recovery = engine.app.tables.recovery
     try:
         unowned = engine.cluster.unowned()
+        repairing = [p for p in engine.cluster.local_partitions() if engine.state.needs_repair(p)]
     except Exception:  # noqa: BLE001 - not started yet
-        unowned = list(range(engine.settings.partitions))
+        unowned, repairing = list(range(engine.settings.partitions)), []
     return {
         "ready": engine.cluster.ready(),
         "registry_loaded": engine.registry_ready.is_set(),
         "recovering": bool(recovery.in_recovery or not recovery.completed.is_set() or engine.app.rebalancing),
         "unowned_partitions": unowned,
+        "repairing_partitions": repairing,
         "partition_count": engine.settings.partitions,
     }
 

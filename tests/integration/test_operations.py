@@ -79,7 +79,8 @@ def test_ready_only_with_complete_answers_and_progress_until_caught_up(harness: 
                       for sid in rules}
             assert counts == expected
             break
-        assert body["ready"] is False and (body["recovering"] or not body["registry_loaded"])
+        assert body["ready"] is False and (body["recovering"] or not body["registry_loaded"]
+                                           or body["unowned_partitions"] or body["repairing_partitions"]), body
         time.sleep(0.05)
     assert seen and seen[-1] == (200, 200), seen[-5:]
     assert (200, 503) in seen  # live while not ready yet
