@@ -36,7 +36,7 @@ from engine.errors import (BadMessage, InternalError, MalformedJson, MessageTooL
 from engine.intake import (decode_message, message_changes, message_events, parse_change, parse_conversation, parse_event,
                            partition_for)
 from engine.monitor import EngineMonitor
-from engine.observe import EngineCollector
+from engine.observe import EngineCollector, consumer_lag
 from engine.membership import RecordState, Transition, apply_change, apply_event, apply_import, apply_time, backfill
 from engine.registry import SegmentRegistry
 from engine.rules.errors import EngineError
@@ -810,8 +810,6 @@ class Engine:
         the last messages of a partition that were acknowledged to Faust but never committed here (a kill
         between the two); with nothing after them, no gap would show and they would wait for the next
         message on that partition forever. The marker is that next message (see repair_gap)."""
-        from engine.observe import consumer_lag
-
         if not self.cluster.ready():
             self.stalled.clear()
             return

@@ -68,9 +68,14 @@ class Cluster:
         try:
             if not engine.is_ready() or engine.app.rebalancing:
                 return []
-            return [p for p in self.local_partitions() if not engine.state.needs_repair(p)]
+            repairing = self.repairing()
+            return [p for p in self.local_partitions() if p not in repairing]
         except Exception:  # noqa: BLE001 - not started yet
             return []
+
+    def repairing(self) -> list[int]:
+        """This worker's partitions restored from the changelog and not repaired yet (StateStore.repair)."""
+        return [p for p in self.local_partitions() if self.engine.state.needs_repair(p)]
 
     def unowned(self) -> list[int]:
         """Partitions no live worker can answer for as the group is assigned now: those with no owner, and
@@ -88,8 +93,7 @@ class Cluster:
         /health reports)."""
         try:
             engine = self.engine
-            return (engine.is_ready() and not engine.app.rebalancing and not self.unowned()
-                    and not any(engine.state.needs_repair(p) for p in self.local_partitions()))
+            return engine.is_ready() and not engine.app.rebalancing and not self.unowned() and not self.repairing()
         except Exception:  # noqa: BLE001 - not started yet
             return False
 

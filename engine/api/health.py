@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.api.cluster import RETRY_AFTER_BUSY
 from engine.api.server import Context, Routes, reply
 from engine.observe import consumer_lag
 
@@ -30,7 +31,7 @@ def readiness(ctx: Context) -> dict[str, Any]:
     recovery = engine.app.tables.recovery
     try:
         unowned = engine.cluster.unowned()
-        repairing = [p for p in engine.cluster.local_partitions() if engine.state.needs_repair(p)]
+        repairing = engine.cluster.repairing()
     except Exception:  # noqa: BLE001 - not started yet
         unowned, repairing = list(range(engine.settings.partitions)), []
     return {
@@ -47,7 +48,8 @@ async def ready(ctx: Context) -> web.StreamResponse:
     """200 when every answer of this worker is complete, 503 while it loads definitions, recovers its
     tables, or a partition has no live owner."""
     state = readiness(ctx)
-    return reply(state, 200 if state["ready"] else 503, None if state["ready"] else {"Retry-After": "1"})
+    retry = None if state["ready"] else {"Retry-After": str(RETRY_AFTER_BUSY)}
+    return reply(state, 200 if state["ready"] else 503, retry)
 
 
 async def health(ctx: Context) -> web.StreamResponse:

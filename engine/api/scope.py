@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from engine.api.auth import Principal, check_workspace
+from engine.api.cluster import RETRY_AFTER_BUSY
 from engine.api.errors import ApiError, not_found
 from engine.api.server import Context
 from engine.registry import Segment
@@ -24,7 +25,7 @@ async def workspace_of(ctx: Context) -> str:
             await asyncio.wait_for(ctx.engine.registry_ready.wait(), READY_TIMEOUT)
         except asyncio.TimeoutError:
             raise ApiError(503, "not_ready", "this worker is still loading segment definitions; retry shortly",
-                           retry_after=1) from None
+                           retry_after=RETRY_AFTER_BUSY) from None
     return workspace
 
 
