@@ -8,14 +8,13 @@ and get no later events, so the answer does not depend on how the two input topi
 from __future__ import annotations
 
 import random
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from engine.sample_data import COUNTRIES, STATUSES, TAGS
 from tests.conftest import Harness
 from tests.oracle import FullOracle
-from tests.reliability.workload import WORKSPACE, Change, Rule
+from tests.reliability.workload import WORKSPACE, Change, Rule, Stream
 
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 T0 = 1_788_220_800_000  # 2026-09-01T00:00:00Z: the manual clock stays before the wall clock
@@ -193,64 +192,16 @@ def oracle_for(catalog: Mapping[str, Any], steps: Iterable[Step]) -> FullOracle:
     return oracle
 
 
-@dataclass
-class MixedStream:
-    """Publishes steps from a background thread with `pause` seconds between them; `hold()` stops it between
-    steps (a test checks answers while nothing new arrives) and `release()` lets it go on."""
+class MixedStream(Stream):
+    """Publishes steps (changes, events, ticks, imports) from a background thread with `pause` seconds
+    between them; `hold()` and `release()` as in Stream."""
 
-    harness: Harness
-    steps: Sequence[Step]
-    pause: float = 0.15
-    published: list[Step] = field(default_factory=list)
-    _failure: BaseException | None = None
+    def __init__(self, harness: Harness, steps: Sequence[Step], pause: float = 0.15) -> None:
+        super().__init__(harness, [], pause=pause)
+        self.units = list(steps)
 
-    def __post_init__(self) -> None:
-        self._hurry = threading.Event()
-        self._open = threading.Event()
-        self._open.set()
-        self._idle = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mixed-stream", daemon=True)
+    def publish(self, index: int, unit: Any) -> None:
+        publish_step(self.harness, unit, index)
 
-    def start(self) -> "MixedStream":
-        self._thread.start()
-        return self
-
-    @property
-    def flowing(self) -> bool:
-        return self._thread.is_alive()
-
-    def hold(self) -> None:
-        """Stop before the next step and wait until the current one is acknowledged."""
-        self._open.clear()
-        if self.flowing:
-            self._idle.wait(60)
-
-    def release(self) -> None:
-        self._idle.clear()
-        self._open.set()
-
-    def _run(self) -> None:
-        try:
-            for index, step in enumerate(self.steps):
-                if not self._open.is_set():
-                    self._idle.set()
-                    self._open.wait()
-                publish_step(self.harness, step, index)
-                self.published.append(step)
-                if not self._hurry.is_set():
-                    self._hurry.wait(self.pause)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by finish() in the test's thread
-            self._failure = exc
-        finally:
-            self._idle.set()
-
-    def finish(self, timeout: float = 120.0) -> list[Step]:
-        """Publish the rest without pauses; every published step, in order."""
-        self.release()
-        self._hurry.set()
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise TimeoutError(f"the stream did not finish publishing within {timeout}s")
-        if self._failure is not None:
-            raise self._failure
-        return self.published
+    def record(self, unit: Any) -> None:
+        self.published.append(unit)

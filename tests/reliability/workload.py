@@ -87,16 +87,27 @@ def publish_chunk(harness: Harness, index: int, chunk: Sequence[Change]) -> None
 class Stream:
     """Publishes changes from a background thread, `chunk` at a time with `pause` seconds between chunks,
     so faults land while changes flow. `published` holds the changes in the order they were acknowledged:
-    per record, the order its partition holds them, which is the order the oracle folds them in."""
+    per record, the order its partition holds them, which is the order the oracle folds them in. `hold()`
+    stops it between chunks (a test checks answers while nothing new arrives) and `release()` lets it go on.
+    Subclasses publish other units (see `publish` and `record`)."""
 
-    def __init__(self, harness: Harness, changes: Sequence[Change], chunk: int = 30, pause: float = 0.1) -> None:
+    def __init__(self, harness: Harness, changes: Sequence[Any], chunk: int = 30, pause: float = 0.1) -> None:
         self.harness = harness
-        self.chunks = [list(changes[i : i + chunk]) for i in range(0, len(changes), chunk)]
+        self.units: list[Any] = [list(changes[i : i + chunk]) for i in range(0, len(changes), chunk)]
         self.pause = pause
-        self.published: list[Change] = []
+        self.published: list[Any] = []
         self._failure: BaseException | None = None
         self._hurry = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stream", daemon=True)
+        self._open = threading.Event()
+        self._open.set()
+        self._idle = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+
+    def publish(self, index: int, unit: Any) -> None:
+        publish_chunk(self.harness, index, unit)
+
+    def record(self, unit: Any) -> None:
+        self.published.extend(unit)
 
     def start(self) -> "Stream":
         self._thread.start()
@@ -106,18 +117,34 @@ class Stream:
     def flowing(self) -> bool:
         return self._thread.is_alive()
 
+    def hold(self) -> None:
+        """Stop before the next unit and wait until the current one is acknowledged."""
+        self._open.clear()
+        if self.flowing:
+            self._idle.wait(60)
+
+    def release(self) -> None:
+        self._idle.clear()
+        self._open.set()
+
     def _run(self) -> None:
         try:
-            for index, chunk in enumerate(self.chunks):
-                publish_chunk(self.harness, index, chunk)
-                self.published.extend(chunk)
+            for index, unit in enumerate(self.units):
+                if not self._open.is_set():
+                    self._idle.set()
+                    self._open.wait()
+                self.publish(index, unit)
+                self.record(unit)
                 if not self._hurry.is_set():
                     self._hurry.wait(self.pause)
         except BaseException as exc:  # noqa: BLE001 - re-raised by finish() in the test's thread
             self._failure = exc
+        finally:
+            self._idle.set()
 
-    def finish(self, timeout: float = 120.0) -> list[Change]:
-        """Publish the rest without pauses; every published change, in order."""
+    def finish(self, timeout: float = 120.0) -> list[Any]:
+        """Publish the rest without pauses; everything published, in order."""
+        self.release()
         self._hurry.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
