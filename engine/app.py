@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Iterable
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.types import TP, EventT
+from faust.types import TP
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import REGISTRY
 
@@ -28,7 +28,7 @@ from engine.api.auth import HEADER_FIELD_LIMIT
 from engine.api.cluster import Cluster
 from engine.api.routes import install_routes
 from engine.assignment import ASSIGNED, AssignmentBook, Decision, assign_conversation
-from engine.consumer import EngineConsumer
+from engine.consumer import grouping_consumer
 from engine.envelope import (encode, envelope, record_key, segment_key, split_record_key, transition_id,
                              utc_now_iso)
 from engine.errors import (BadMessage, InternalError, MalformedJson, MessageTooLarge, NotImportable, SchemaViolation,
@@ -53,24 +53,9 @@ Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 DUE_PER_MESSAGE = 2_000  # due records re-evaluated per tick message; the rest on the next one
 RECALCULATION_CHECK_S = 10.0  # how often the owner of partition 0 looks for segments due a recalculation
 MAX_CLOCK_LEAD_MS = 60_000  # system clock: how far ahead of this worker's wall clock a message may move time
-GROUP_MESSAGES = 64  # messages applied before their writes are committed together, at most
-GROUP_SECONDS = 0.005  # and for at most this long (it adds up to this to a change's latency)
+GROUP_RECORDS = 1_000  # records applied before their writes are committed together, at most
 STALL_CHECK_S = 5.0  # how often partitions that lag without moving are nudged (see _nudge_stalled)
 BACKFILL_CHUNK = 1_000  # records a backfill scans between two yields to the event loop
-
-
-class _Replayed:
-    """A message re-read by repair_gap, shaped like the Faust event `handle` expects."""
-
-    def __init__(self, record: Any) -> None:
-        self.message = _ReplayedMessage(record)
-
-
-class _ReplayedMessage:
-    def __init__(self, record: Any) -> None:
-        self.topic, self.partition, self.offset = record.topic, record.partition, record.offset
-        self.key, self.value = record.key, record.value
-        self.timestamp = record.timestamp / 1000 if record.timestamp is not None and record.timestamp >= 0 else None
 
 
 class Work:
@@ -107,11 +92,11 @@ class Work:
 
 @dataclass
 class Group:
-    """Messages applied since the last commit: how many, their events, and the Kafka timestamps of those
-    that changed a membership (for the change-to-event latency, observed when the events are acknowledged)."""
+    """Records applied since the last commit: how many, their events, and the Kafka timestamps (seconds) of
+    those that changed a membership (for the change-to-event latency, observed when the events are
+    acknowledged)."""
 
-    messages: int = 0
-    opened: float = 0.0  # time.monotonic() of its first message
+    records: int = 0
     out: list[Outgoing] = field(default_factory=list)
     stamps: list[float] = field(default_factory=list)
 
@@ -127,7 +112,6 @@ class Engine:
         self.synced: dict[int, int] = {}  # partition -> registry generation it was synced at
         self.clocks: dict[int, int] = {}  # partition -> its time (epoch ms), see advance_clock
         self.group = Group()  # messages applied and not committed yet (see _agent)
-        self.applying = False  # the agent is inside a message
         self.committing: asyncio.Future[None] | None = None  # a group's commit in flight
         self.backfill_pending: dict[int, int] = {}  # partition -> records left to scan in a running backfill
         self.transition_counters: dict[tuple[str, str, str], Any] = {}  # bounded per-segment metric children
@@ -170,7 +154,8 @@ class Engine:
             web_application_options={"handler_args": {"max_field_size": HEADER_FIELD_LIMIT,
                                                        "max_line_size": HEADER_FIELD_LIMIT}},
         )
-        self.app.transport.Consumer = EngineConsumer  # real end offsets for table recovery, short fetch wait
+        # Real end offsets for table recovery, a short fetch wait, and the input topics a fetch at a time.
+        self.app.transport.Consumer = grouping_consumer(frozenset(self.input_topic_names))
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         # One agent reads record changes, behavioural events and conversations (co-partitioned), so a
         # record's state has a single writer and no two coroutines interleave on it.
@@ -225,63 +210,43 @@ class Engine:
     # ---- the record agent ------------------------------------------------------------------------
 
     async def _agent(self, stream: faust.StreamT) -> None:
-        """Apply messages in order, committing their writes together: a group closes after
-        GROUP_MESSAGES, or GROUP_SECONDS after it opened (a timer closes an idle one), and before
-        anything that reads committed state. Faust hands messages over one at a time, a few event-loop
-        turns apart, so committing whenever its buffer is empty would commit every message alone. A
-        message's events are acknowledged before any of its state is committed."""
+        """Apply each partition's fetched records in order (engine/consumer.py delivers them as one
+        message), committing their writes together: after a fetch when nothing else is queued for the
+        agent, else after GROUP_RECORDS records, and before anything that reads committed state. A
+        record's events are acknowledged before any of its state is committed; Faust acknowledges the
+        fetch (and may commit its offsets) only when the agent asks for the next one."""
         await self.registry_ready.wait()
         for dropped in self.state.end():  # a crashed agent's uncommitted writes: their messages are re-read
             log.warning("partition %d: dropping %d uncommitted writes of a crashed agent", dropped.partition,
                         len(dropped.pending))
         self.group = Group()
+        queued = stream.channel.queue  # type: ignore[attr-defined]
         async for event in stream.events():
-            await self.committed()  # an idle group's commit: the positions it writes decide below
-            msg = event.message
-            last = self.state.applied_position(msg.partition, msg.topic)
-            if last is not None and msg.offset <= last:
-                # Applied already (its state and events are in place): redelivered after a crash or rebalance.
-                metrics.REDELIVERED.inc()
-                continue
-            if msg.offset > (last if last is not None else -1) + 1:
+            for record in event.message.records:  # type: ignore[attr-defined]
+                await self.apply_record(record)
+            if self.group.records >= GROUP_RECORDS or queued.empty():
                 await self.commit_pending()
-                await self.repair_gap(event, (last if last is not None else -1) + 1)
-            await self.apply_message(event)
-            group = self.group
-            if group.messages >= GROUP_MESSAGES or time.monotonic() - group.opened >= GROUP_SECONDS:
-                await self.commit_pending()
-            elif group.messages == 1:
-                asyncio.get_running_loop().call_later(GROUP_SECONDS, self._close_idle_group, group)
 
-    def _close_idle_group(self, group: "Group") -> None:
-        """The timer of a group: commit it if no message came to close it (the agent waits between
-        messages, so nothing is half-applied)."""
-        if self.group is group and not self.applying:
-            asyncio.ensure_future(self._commit_idle())
-
-    async def _commit_idle(self) -> None:
-        if self.applying:  # a message started meanwhile: the agent closes the group after it
+    async def apply_record(self, record: Any) -> None:
+        """Apply one record unless it was applied already; records the consumer skipped come first."""
+        last = self.state.applied_position(record.partition, record.topic)
+        if last is not None and record.offset <= last:
+            # Applied already (its state and events are in place): redelivered after a crash or rebalance.
+            metrics.REDELIVERED.inc()
             return
-        try:
+        if record.offset > (last if last is not None else -1) + 1:
             await self.commit_pending()
-        except Exception:  # noqa: BLE001 - its messages are re-read as a gap after the next one (repair_gap)
-            log.exception("committing an idle group failed")
+            await self.repair_gap(record, (last if last is not None else -1) + 1)
+        await self.apply_message(record)
 
-    async def apply_message(self, event: EventT) -> None:
-        """Apply one message into the open group: its writes (state, position) wait in the partition's
+    async def apply_message(self, msg: Any) -> None:
+        """Apply one record into the open group: its writes (state, position) wait in the partition's
         overlay and its events in the group until commit_pending."""
-        await self.committed()  # a timer's commit: reads must see what it writes
-        self.applying = True
-        try:
-            msg = event.message
-            if not self.group.messages:
-                self.group.opened = time.monotonic()
-            self.state.begin(msg.partition)
-            await self.handle(event)
-            self.state.set_position(msg.topic, msg.offset)
-            self.group.messages += 1
-        finally:
-            self.applying = False
+        await self.committed()  # a commit from outside the agent (a revocation): reads must see what it writes
+        self.state.begin(msg.partition)
+        await self.handle(msg)
+        self.state.set_position(msg.topic, msg.offset)
+        self.group.records += 1
 
     async def commit_pending(self) -> None:
         """Produce the group's events and wait for their acknowledgement, then commit every partition's
@@ -354,7 +319,7 @@ class Engine:
             sent.append((await producer.send_batch(batch, topic, partition=partition), count))
         return sent
 
-    async def repair_gap(self, event: EventT, start: int) -> None:
+    async def repair_gap(self, msg: Any, start: int) -> None:
         """Apply the messages between the partition's applied position and this one, which the consumer
         skipped.
 
@@ -365,7 +330,6 @@ class Engine:
         read again here, with a consumer of our own, and applied in order before this one; the events
         they imply carry the same deterministic ids as the first time.
         """
-        msg = event.message
         metrics.OFFSET_GAPS.inc()
         log.warning("%s[%d]: offset %d follows applied offset %d: re-reading %d skipped message(s)",
                     msg.topic, msg.partition, msg.offset, start - 1, msg.offset - start)
@@ -382,15 +346,15 @@ class Engine:
                 for record in batch.get(tp, []):
                     if record.offset >= msg.offset:
                         return
-                    await self.apply_message(_Replayed(record))
+                    await self.apply_message(record)
                     await self.commit_pending()
                     metrics.GAP_MESSAGES.inc()
         finally:
             await consumer.stop()
 
-    async def handle(self, event: EventT) -> None:
-        """Apply one message: record changes, behavioural events, an import, a tick or a sync marker."""
-        msg = event.message
+    async def handle(self, msg: Any) -> None:
+        """Apply one message (an aiokafka record): record changes, behavioural events, an import, a tick or
+        a sync marker."""
         partition = msg.partition
         if self.synced.get(partition) != self.registry.generation:
             await self.commit_first(partition)  # the backfill scans committed state
@@ -399,7 +363,7 @@ class Engine:
             message = decode_message(msg.value, self.settings.max_message_bytes)
         except BadMessage as exc:
             metrics.CHANGES_DEADLETTERED.inc()
-            self.group.out.append(self.dead_letter(event, exc))
+            self.group.out.append(self.dead_letter(msg, exc))
             return
         kind = message["type"]
         if kind in ("engine.tick", "segment.import"):
@@ -411,32 +375,31 @@ class Engine:
             self.run_due(partition, now, work)
             label = "tick"
         elif kind == "segment.import":
-            await self.handle_import(event, message, now, work)
+            await self.handle_import(msg, message, now, work)
             label = "import"
         elif kind in ("record.event", "record.events"):
-            self.apply_events(event, message, now, work)
+            self.apply_events(msg, message, now, work)
             label = "events"
         elif kind in ("record.change", "record.changes"):
-            self.apply_changes(event, message, now, work)
+            self.apply_changes(msg, message, now, work)
             label = "changes"
         elif kind == "conversation.created":
-            self.assign(event, message, now, work)
+            self.assign(msg, message, now, work)
             label = "conversations"
         else:
             label = ""
         if label:
             metrics.EVALUATION_SECONDS_BY_KIND[label].observe(time.perf_counter() - started)
         self.group.out.extend(work.out)
-        if work.membership and label in ("changes", "events", "conversations") and msg.timestamp:
-            self.group.stamps.append(msg.timestamp)
+        if work.membership and label in ("changes", "events", "conversations") and msg.timestamp and msg.timestamp > 0:
+            self.group.stamps.append(msg.timestamp / 1000)
         self.state.write((msg.topic, msg.offset, 1), work.membership, work.pending.items(), work.serialised)
         if work.turns is not None:
             self.state.set_turns(work.turns)
         if work.more_due:  # a bounded share of due records per message; nudge the partition for the rest
             await self.send_ticks([partition])
 
-    def apply_changes(self, event: EventT, message: dict[str, Any], now: int, work: "Work") -> None:
-        msg = event.message
+    def apply_changes(self, msg: Any, message: dict[str, Any], now: int, work: "Work") -> None:
         workspace = message["workspace"]
         batch = message["type"] == "record.changes"
         for index, item in enumerate(message_changes(message)):
@@ -446,7 +409,7 @@ class Engine:
                 outcome = apply_change(work.load(key), change, self.registry.segment_set(workspace, change.object_type), now)
                 raw = self.fitting_state(key, outcome.state, "change")
             except Exception as exc:  # noqa: BLE001 - nothing a change contains may stall its partition
-                work.out.append(self.failed_item(event, exc, index if batch else None))
+                work.out.append(self.failed_item(msg, exc, index if batch else None))
                 continue
             if outcome.state is None:
                 metrics.CHANGES_STALE.inc()
@@ -456,8 +419,7 @@ class Engine:
             work.record(key, outcome.state, workspace, change.object_type, change.record_id, outcome.transitions, self,
                         now, raw)
 
-    def apply_events(self, event: EventT, message: dict[str, Any], now: int, work: "Work") -> None:
-        msg = event.message
+    def apply_events(self, msg: Any, message: dict[str, Any], now: int, work: "Work") -> None:
         workspace = message["workspace"]
         batch = message["type"] == "record.events"
         for index, item in enumerate(message_events(message)):
@@ -468,7 +430,7 @@ class Engine:
                 outcome = apply_event(work.load(key), behaviour, segments, now)
                 raw = self.fitting_state(key, outcome.state, "event")
             except Exception as exc:  # noqa: BLE001 - nothing an event contains may stall its partition
-                work.out.append(self.failed_item(event, exc, index if batch else None))
+                work.out.append(self.failed_item(msg, exc, index if batch else None))
                 continue
             if outcome.state is None:
                 metrics.BEHAVIOUR_EVENTS_IGNORED.inc()
@@ -489,9 +451,8 @@ class Engine:
                                 f"(limit {self.settings.max_message_bytes}); {item} not applied")
         return raw
 
-    def assign(self, event: EventT, message: dict[str, Any], now: int, work: "Work") -> None:
+    def assign(self, msg: Any, message: dict[str, Any], now: int, work: "Work") -> None:
         """Decide a new conversation from its contact's segments now: one assigned or unassigned event."""
-        msg = event.message
         workspace = message["workspace"]
         try:
             conversation = parse_conversation(message["data"], workspace, self.registry.workspaces, msg.partition,
@@ -504,7 +465,7 @@ class Engine:
                                           self.assignment.get(workspace), turns, now, first_turn=msg.partition)
         except Exception as exc:  # noqa: BLE001 - nothing a conversation contains may stall its partition
             metrics.CONVERSATIONS.labels("deadlettered").inc()
-            work.out.append(self.failed_item(event, exc, None))
+            work.out.append(self.failed_item(msg, exc, None))
             return
         decision = outcome.decision
         if outcome.state is None or decision is None:
@@ -542,14 +503,13 @@ class Engine:
         return self.assignments_topic_name, key, encode(envelope(decision.event_type, data, workspace=workspace,
                                                                   id_=event_id))
 
-    def failed_item(self, event: EventT, exc: Exception, index: int | None) -> Outgoing:
+    def failed_item(self, msg: Any, exc: Exception, index: int | None) -> Outgoing:
         """The dead letter of one change or event that could not be applied (an unexpected error included)."""
-        msg = event.message
         if not isinstance(exc, EngineError):
             log.exception("item %s at %s[%s]@%s failed", index, msg.topic, msg.partition, msg.offset)
             exc = InternalError(f"{type(exc).__name__}: {exc}")
         metrics.CHANGES_DEADLETTERED.inc()
-        return self.dead_letter(event, exc, index)
+        return self.dead_letter(msg, exc, index)
 
     # ---- time: the partition clock and the schedule ---------------------------------------------
 
@@ -565,7 +525,7 @@ class Engine:
         if message["type"] == "engine.tick" and "now" in message.get("data", {}):
             moved = max(now, message["data"]["now"])
         elif self.settings.clock == "system":
-            moved = max(now, int(msg.timestamp * 1000) if msg.timestamp else wall)
+            moved = max(now, msg.timestamp if msg.timestamp and msg.timestamp > 0 else wall)
         if self.settings.clock == "system" and moved > wall + MAX_CLOCK_LEAD_MS:
             # A producer with a wrong clock, or a forged tick, must not move the partition's time for
             # good (it never moves back): every relative date on it would be wrong until the wall clock
@@ -647,25 +607,24 @@ class Engine:
                    for future, _ in await self.send_batches(topic, partition, [(None, marker)])]
         await asyncio.gather(*futures)
 
-    async def handle_import(self, event: EventT, message: dict[str, Any], now: int, work: "Work") -> None:
+    async def handle_import(self, msg: Any, message: dict[str, Any], now: int, work: "Work") -> None:
         """Add records to (or remove them from) a static segment; ids on the wrong partition are dead-lettered."""
-        msg = event.message
         workspace, data = message["workspace"], message["data"]
         object_type, segment_id = data["object_type"], data["segment_id"]
         if workspace not in self.registry.workspaces:
-            work.out.append(self.dead_letter(event, UnknownWorkspace(f"workspace {workspace!r} is not configured")))
+            work.out.append(self.dead_letter(msg, UnknownWorkspace(f"workspace {workspace!r} is not configured")))
             return
         await self.registry_reaches(segment_key(workspace, object_type, segment_id), data.get("segment_version", 0))
         segment = self.registry.get(workspace, object_type, segment_id)
         if segment is None or segment.rule is not None or not segment.active:
-            work.out.append(self.dead_letter(event, NotImportable(
+            work.out.append(self.dead_letter(msg, NotImportable(
                 f"segment {workspace}/{object_type}/{segment_id} is not an active static segment")))
             return
         segments = self.registry.segment_set(workspace, object_type)
         for index, record_id in enumerate(data["record_ids"]):
             key_text = record_key(workspace, object_type, record_id)
             if (expected := partition_for(key_text, self.settings.partitions)) != msg.partition:
-                work.out.append(self.dead_letter(event, WrongPartition(
+                work.out.append(self.dead_letter(msg, WrongPartition(
                     f"record {key_text!r} belongs to partition {expected}, message arrived on {msg.partition}"), index))
                 continue
             key = key_text.encode()
@@ -675,7 +634,7 @@ class Engine:
                 try:
                     raw = self.fitting_state(key, outcome.state, "import")
                 except StateTooLarge as exc:
-                    work.out.append(self.dead_letter(event, exc, index))
+                    work.out.append(self.dead_letter(msg, exc, index))
                     continue
                 metrics.IMPORTED_MEMBERS.labels(data["mode"]).inc()
                 work.record(key, outcome.state, workspace, object_type, record_id, outcome.transitions, self,  # type: ignore[arg-type]
@@ -888,8 +847,7 @@ class Engine:
         key = segment_key(workspace, object_type, segment_id).encode()
         return self.events_topic_name, key, encode(envelope("segment.deleted", data, workspace=workspace, id_=event_id))
 
-    def dead_letter(self, event: EventT, exc: EngineError, change_index: int | None = None) -> Outgoing:
-        msg = event.message
+    def dead_letter(self, msg: Any, exc: EngineError, change_index: int | None = None) -> Outgoing:
         return self.dead_letter_for(msg.topic, msg.partition, msg.offset, msg.key, msg.value, exc, change_index)
 
     def dead_letter_for(

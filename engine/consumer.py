@@ -1,20 +1,42 @@
 """The Faust consumer the engine's workers use: Faust's aiokafka consumer with confirmed end offsets
-(engine/true_ends.py) and a short fetch wait.
+(engine/true_ends.py), a short fetch wait, and the input topics delivered a fetch at a time.
 
-Faust builds its consumer with a fixed `fetch_max_wait_ms=1500`. Apache Kafka answers a waiting fetch as
-soon as data arrives, so there the wait only bounds an idle fetch; the local broker (tansu) answers a fetch
-that found nothing only after about half its wait, even when data arrives meanwhile, which put 0-750 ms
-into every change's latency. A 20 ms wait costs an idle worker about 50 empty fetches a second.
+**A fetch at a time.** Faust delivers one stream event per Kafka message: two tasks in its fetcher, a
+channel hand-over and a stream step each, which capped a worker at ~12k messages/s before it did any
+work. For the topics in `grouped_topics` this consumer hands the agent each partition's records of one
+fetch as one message (`Fetched`): its offset is the last record's, its `records` the aiokafka records in
+order. Faust's commit then needs the earlier offsets accounted for: they are marked with Faust's own
+`_add_gap`, so acknowledging the `Fetched` message commits through its last record, exactly as if each
+record had been acknowledged. Other topics (the table's changelog during recovery) keep Faust's
+per-message delivery. This leans on Faust internals (`getmany`, `_wait_next_records`, `_add_gap`,
+`_to_message`), which is why pyproject.toml pins faust-streaming; the engine's own applied position per
+partition stays the safety net (a record it applied already is skipped, a skipped one is re-read).
+
+**The fetch wait.** Faust builds its consumer with a fixed `fetch_max_wait_ms=1500`. Apache Kafka answers
+a waiting fetch as soon as data arrives, so there the wait only bounds an idle fetch; the local broker
+(tansu) answers a fetch that found nothing only after about half its wait, even when data arrives
+meanwhile, which put 0-750 ms into every change's latency. A 20 ms wait costs an idle worker about 50
+empty fetches a second.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, AsyncIterator
 
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 
 from engine.true_ends import TrueEndConsumer
 
 FETCH_MAX_WAIT_MS = 20
+
+
+class Fetched(ConsumerMessage):
+    """One partition's records of one fetch, as one Faust message (offset: the last record's)."""
+
+    __slots__ = ("records",)
+
+    records: list[Any]  # aiokafka ConsumerRecords, in offset order
 
 
 class _ShortWaitThread(AIOKafkaConsumerThread):
@@ -25,5 +47,54 @@ class _ShortWaitThread(AIOKafkaConsumerThread):
 
 
 class EngineConsumer(TrueEndConsumer):
+    grouped_topics: frozenset[str] = frozenset()  # set per worker by grouping_consumer()
+
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return _ShortWaitThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        """Faust's getmany, with one `Fetched` message per partition of a grouped topic. Faust's own
+        iterates a fetch round-robin across partitions one record at a time; here a partition's records
+        stay together (their order within the partition is all that matters)."""
+        if not self.grouped_topics:
+            async for item in super().getmany(timeout):
+                yield item
+            return
+        records, active = await self._wait_next_records(timeout)
+        generation_id = self.app.consumer_generation_id
+        if records is None or self.should_stop:
+            return
+        if not self.flow_active:  # Faust's answer: a rebalance paused the flow, seek back to the committed offsets
+            try:
+                await self.perform_seek()
+            except Exception as exc:  # noqa: BLE001 - as Faust: logged, the next fetch retries
+                self.log.warning(f"exception performing seek when flow not active {exc}")
+            return
+        for tp, tp_records in records.items():
+            if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                break  # a rebalance began: the rest of this fetch is read again after it
+            if not tp_records or not (active is None or tp in active or tp in self._buffered_partitions):
+                continue
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            if tp.topic not in self.grouped_topics:
+                for record in tp_records:
+                    yield tp, self._to_message(tp, record)
+                continue
+            first, last = tp_records[0].offset, tp_records[-1].offset
+            if last > first:
+                await self._add_gap(tp, first, last - 1)
+            record = tp_records[-1]
+            fetched = Fetched(
+                record.topic, record.partition, record.offset,
+                record.timestamp / 1000.0 if record.timestamp is not None else None, record.timestamp_type,
+                record.headers, record.key, record.value, record.checksum,
+                serialized_value_size=sum(r.serialized_value_size for r in tp_records), tp=tp,
+                generation_id=generation_id,
+            )
+            fetched.records = tp_records
+            yield tp, fetched
+
+
+def grouping_consumer(topics: frozenset[str]) -> type[EngineConsumer]:
+    """The engine's consumer class delivering `topics` a fetch at a time (Faust builds the instance)."""
+    return type("GroupingEngineConsumer", (EngineConsumer,), {"grouped_topics": topics})
