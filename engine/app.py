@@ -43,6 +43,7 @@ from engine.rules.errors import EngineError
 from engine.schemas import validate_message
 from engine.settings import Settings
 from engine.state import PartitionWrites, RecordStateTable, Scoped, StateStore
+from engine.storage import store_url
 from engine.true_ends import true_ends
 from engine.workspaces import load_workspaces
 
@@ -134,7 +135,7 @@ class Engine:
         self.app = faust.App(
             settings.app_id,
             broker=settings.broker_url,
-            store="rocksdb://",
+            store=store_url(settings.memory_budget_mb),  # one RocksDB memory budget for all partitions
             datadir=str(settings.data_dir),
             topic_partitions=n,
             topic_replication_factor=1,

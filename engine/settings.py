@@ -11,6 +11,7 @@ from typing import Mapping
 
 PREFIX = "SEGMENT_ENGINE_"
 SAMPLES = Path(__file__).parent / "samples"
+MIN_MEMORY_BUDGET_MB = 16
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class Settings:
     tick_ms: int = 1_000
     # Segment ids used as metric labels per worker (transitions, sizes); the rest are summed as "_other".
     metrics_max_segments: int = 500
+    # RocksDB memory of the whole worker (MiB): one block cache and write-buffer allowance shared by every
+    # partition it owns (engine.storage), so memory does not grow with the partition count. 0: Faust's
+    # own per-partition defaults (64 MB write buffers, up to 3, and a block cache per partition).
+    memory_budget_mb: int = 256
 
     @property
     def broker_url(self) -> str:
@@ -78,6 +83,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         clock=_clock(get("CLOCK", defaults.clock)),
         tick_ms=int(get("TICK_MS", str(defaults.tick_ms))),
         metrics_max_segments=int(get("METRICS_MAX_SEGMENTS", str(defaults.metrics_max_segments))),
+        memory_budget_mb=_memory_budget_mb(get("MEMORY_BUDGET_MB", str(defaults.memory_budget_mb))),
     )
 
 
@@ -85,3 +91,11 @@ def _clock(value: str) -> str:
     if value not in ("system", "manual"):
         raise ValueError(f"{PREFIX}CLOCK must be 'system' or 'manual', got {value!r}")
     return value
+
+
+def _memory_budget_mb(value: str) -> int:
+    budget = int(value)
+    # Below a few MiB every write would trigger a flush of tiny write buffers.
+    if budget != 0 and budget < MIN_MEMORY_BUDGET_MB:
+        raise ValueError(f"{PREFIX}MEMORY_BUDGET_MB must be 0 or at least {MIN_MEMORY_BUDGET_MB}, got {value!r}")
+    return budget
