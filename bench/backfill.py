@@ -16,8 +16,8 @@ engine speed, so two measurements, each labelled with what it includes:
 * **In process** (`in_process`): 1M stored states written straight into one RocksDB (rocksdict, Faust's
   options, keys and values exactly as the engine stores them: `RecordState.to_bytes`, member-index entries),
   then the engine's own backfill code over them: the loop of `Engine._backfill_partition` calling
-  `Engine._backfill_record` (decode, evaluate the new segment, build the events' bytes with
-  `Engine.membership_events`), then `StateStore.write` of the changed states into that RocksDB. No Kafka:
+  `Processor.backfill_record` (decode, evaluate the new segment, build the events' bytes with
+  `Processor.membership_events`), then `StateStore.write` of the changed states into that RocksDB. No Kafka:
   events are built but not produced, writes go to RocksDB only (no changelog), one partition (the worker has
   4 and scans them one after the other). Values come from a pool of distinct generated contacts, repeated
   under distinct keys (generating 1M distinct contacts in Python would take longer than the backfill).
@@ -89,29 +89,6 @@ def end_to_end(broker: LocalBroker, tmp: Path, segments: list[dict[str, Any]], n
     }
 
 
-class _Table:
-    """What engine.state.StateStore needs of the Faust table, over one rocksdict database (partition 0)."""
-
-    offset_key = b"__faust\x00offset__"
-
-    def __init__(self, db: Any) -> None:
-        self.db = db
-        self.data = self
-
-    def _db_for_partition(self, partition: int) -> Any:
-        return self.db
-
-    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
-        value = self.db.get(key)
-        return default if value is None else value
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.db[key] = value
-
-    def __delitem__(self, key: bytes) -> None:
-        del self.db[key]
-
-
 def in_process(tmp: Path, segments: list[dict[str, Any]], new_segment: dict[str, Any], records: int, seed: int,
                pool_size: int = 20_000) -> dict[str, Any]:
     from rocksdict import Rdict, WriteBatch
@@ -122,7 +99,7 @@ def in_process(tmp: Path, segments: list[dict[str, Any]], new_segment: dict[str,
     from engine.rules import normalize_fields
     from engine.sample_data import realistic_contact
     from engine.settings import Settings
-    from engine.state import FIRST_RECORD_KEY, StateStore, member_prefix
+    from engine.state import FIRST_RECORD_KEY, OneDatabase, StateStore, member_prefix
     from engine.envelope import segment_key
 
     engine = Engine(Settings(broker="127.0.0.1:1", data_dir=tmp / "in-process-engine", web_port=free_port()))
@@ -168,10 +145,10 @@ def in_process(tmp: Path, segments: list[dict[str, Any]], new_segment: dict[str,
     scanned = 0
     for key, raw in db.items(from_key=FIRST_RECORD_KEY):  # what StateStore.records iterates
         scanned += 1
-        engine._backfill_record(key, raw, scopes, out, now, membership, changed)  # type: ignore[arg-type]
+        engine.processor.backfill_record(key, raw, scopes, out, now, membership, changed)  # type: ignore[arg-type]
     scan_s = time.perf_counter() - started
     write_started = time.perf_counter()
-    store = StateStore(_Table(db))
+    store = StateStore(OneDatabase(db))
     writes = store.begin(0)  # the store collects a message's writes and applies them as one batch
     store.write(("bench", 0, 0), membership, changed)
     writes.apply_locally()

@@ -87,6 +87,12 @@ CHANGE_TO_EVENT_SECONDS = Histogram(
     "acknowledgement of the membership events it caused; observed once per message that emitted events.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+FETCHED_RECORDS = Histogram(
+    "segment_engine_fetched_records",
+    "Records of one input partition that one fetch handed the agent (it applies them in order and commits "
+    "them together when nothing else is queued): near 1 when the worker keeps up, larger under a backlog.",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+)
 SEGMENTS_EVALUATED = Histogram(
     "segment_engine_segments_evaluated_per_change",
     "Segments evaluated for one record change (the field index keeps this far below the segment count).",

@@ -28,6 +28,7 @@ MEMBER_PREFIX = b"\x00m"  # + segment key + NUL + record id  →  b"1"
 REPAIR_KEY = b"\x00repair"  # local only: the partition was restored from its changelog and awaits StateStore.repair
 FIRST_RECORD_KEY = b"\x01"
 REPAIR_YIELD = 1_000  # keys a repair scan checks between two yields to the event loop
+MEMBER_PREFIX_CACHE = 100_000  # segments whose member index prefix is kept built (then the cache starts over)
 
 # A changelog replay after a crash can re-run a message whose count deltas already landed (a large
 # message's changelog can span several record batches); the marker (source topic, offset, phase) makes a
@@ -37,8 +38,12 @@ Marker = tuple[str, int, int]
 Scoped = tuple[str, str, str, list[Transition]]  # workspace, object type, record id, its transitions
 
 
+# The first two bytes of the bookkeeping keys: no record, member index, count or schedule key starts so.
+BOOKKEEPING_STARTS = frozenset(key[:2] for key in (APPLIED_KEY, CLOCK_KEY, TURNS_KEY, REPAIR_KEY, POSITION_KEY))
+
+
 def is_bookkeeping(key: bytes) -> bool:
-    return key in (APPLIED_KEY, CLOCK_KEY, TURNS_KEY, REPAIR_KEY) or key.startswith(POSITION_KEY)
+    return key[:2] in BOOKKEEPING_STARTS
 
 
 def member_prefix(seg_key: str) -> bytes:
@@ -55,14 +60,19 @@ class PartitionWrites:
     RocksDB write batch (atomic) and one changelog record batch, instead of a Faust table write (a
     RocksDB put plus a changelog send, about 100 µs) per key. Reads see the pending writes."""
 
-    __slots__ = ("db", "partition", "pending")
+    __slots__ = ("db", "partition", "pending", "docs")
 
     def __init__(self, db: Any, partition: int) -> None:
         self.db = db
         self.partition = partition
         self.pending: dict[bytes, bytes | None] = {}  # None: delete
+        # Count documents changed since the group began, kept decoded until `seal` (a busy segment's count
+        # changes with many messages of a group: one JSON round trip per group instead of per message).
+        self.docs: dict[bytes, dict[str, Any]] = {}
 
     def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        if key in self.docs:
+            return orjson.dumps(self.docs[key])
         if key in self.pending:
             value = self.pending[key]
             return default if value is None else value
@@ -70,10 +80,31 @@ class PartitionWrites:
         return default if value is None else value
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.docs.pop(key, None)
         self.pending[key] = value
 
     def __delitem__(self, key: bytes) -> None:
+        self.docs.pop(key, None)
         self.pending[key] = None
+
+    def doc(self, key: bytes) -> dict[str, Any] | None:
+        """A JSON document's value as pending (decoded once per group), None if absent."""
+        doc = self.docs.get(key)
+        if doc is None:
+            raw = self.get(key)
+            if raw is None:
+                return None
+            doc = orjson.loads(raw)
+        return doc
+
+    def set_doc(self, key: bytes, doc: dict[str, Any]) -> None:
+        self.docs[key] = doc
+
+    def seal(self) -> None:
+        """Serialise the decoded documents into the pending writes (before they are committed)."""
+        for key, doc in self.docs.items():
+            self.pending[key] = orjson.dumps(doc)
+        self.docs.clear()
 
     def changelog_order(self) -> list[tuple[bytes, bytes | None]]:
         """The pending keys as the changelog gets them: the partition's bookkeeping (applied positions,
@@ -81,9 +112,11 @@ class PartitionWrites:
         batches and a crash can leave only the first ones in the changelog; a worker restoring from it
         must then not find a position that says the group's messages were applied (it re-reads them) and
         derived keys are repaired from the record states (see StateStore.repair)."""
-        keys = self.pending
-        return ([(k, v) for k, v in keys.items() if not is_bookkeeping(k)]
-                + [(k, v) for k, v in keys.items() if is_bookkeeping(k)])
+        first: list[tuple[bytes, bytes | None]] = []
+        last: list[tuple[bytes, bytes | None]] = []
+        for item in self.pending.items():
+            (last if item[0][:2] in BOOKKEEPING_STARTS else first).append(item)
+        return first + last
 
     def apply_locally(self) -> None:
         """Write the pending keys to RocksDB in one atomic batch."""
@@ -112,11 +145,26 @@ class RecordStateTable(faust.Table):
             self.data._db_for_partition(partition).put(REPAIR_KEY, b"1")
 
 
+class OneDatabase:
+    """What StateStore reads of Faust's table, over one RocksDB database serving every partition: the
+    processor and the store without Faust (benchmarks, unit tests)."""
+
+    offset_key = b"__faust\x00offset__"  # Faust's key for the changelog offset a partition was restored to
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.data = self
+
+    def _db_for_partition(self, partition: int) -> Any:
+        return self.db
+
+
 class StateStore:
     def __init__(self, table: Any) -> None:
         self.table = table
         self.writes = PartitionWrites(None, -1)  # the partition of the message in progress (see begin)
         self.open: dict[int, PartitionWrites] = {}  # partition -> writes not committed yet
+        self.member_prefixes: dict[tuple[str, str, str], tuple[str, bytes]] = {}  # segment -> (key, index prefix)
 
     def begin(self, partition: int) -> "PartitionWrites":
         """Collect a message's writes to `partition`, after those of earlier messages not committed yet
@@ -129,6 +177,8 @@ class StateStore:
 
     def end(self) -> list["PartitionWrites"]:
         """Hand over every partition's uncommitted writes (to be committed, or dropped after a crash)."""
+        for writes in self.open.values():
+            writes.seal()
         ended = [w for w in self.open.values() if w.pending]
         self.open = {}
         self.writes = PartitionWrites(None, -1)
@@ -147,10 +197,19 @@ class StateStore:
         `serialised` holds states already turned into bytes (by the size check), not serialised twice."""
         deltas: dict[str, int] = defaultdict(int)
         table = self.writes
+        prefixes = self.member_prefixes
         for workspace, object_type, record_id, transitions in membership:
+            record = record_id.encode()
             for t in transitions:
-                seg_key = segment_key(workspace, object_type, t.segment_id)
-                index_key = member_prefix(seg_key) + record_id.encode()
+                scoped = (workspace, object_type, t.segment_id)
+                found = prefixes.get(scoped)
+                if found is None:
+                    if len(prefixes) > MEMBER_PREFIX_CACHE:
+                        prefixes.clear()
+                    seg_key = segment_key(*scoped)
+                    found = prefixes[scoped] = (seg_key, member_prefix(seg_key))
+                seg_key, prefix = found
+                index_key = prefix + record
                 if t.event_type == ENTERED:
                     table[index_key] = b"1"
                     deltas[seg_key] += 1
@@ -176,14 +235,13 @@ class StateStore:
         writes = self.writes
         for seg_key, delta in deltas.items():
             key = COUNT_PREFIX + seg_key.encode()
-            raw = writes.get(key)
-            doc: dict[str, Any] = orjson.loads(raw) if raw else {"n": 0, "at": {}}
+            doc = writes.doc(key) or {"n": 0, "at": {}}
             last = doc["at"].get(topic)
             if last is not None and (last[0], last[1]) >= (offset, phase):
                 continue
             doc["n"] += delta
             doc["at"][topic] = [offset, phase]
-            writes[key] = orjson.dumps(doc)
+            writes.set_doc(key, doc)
 
     def drop_segment(self, partition: int, seg_key: str, marker: Marker) -> None:
         """Forget a removed segment's members in this partition (index entries and count), those committed
