@@ -31,7 +31,7 @@ from engine.broker import LocalBroker
 from engine.client import Publisher
 from engine.sample_data import zipf_contact_updates
 
-from bench import backfill
+from bench import backfill, costs
 from bench.harness import (  # noqa: F401 - re-exported: bench/time_and_behaviour.py imports them from here
     REPO, RESULTS, Latency, Msg, Progress, Throughput, WorkerSession, compacted_sst_bytes, creates_for, dir_bytes,
     encode_batches, encode_single, fresh_settings, metric_sum, paced, scrape, send_all, spawn, stop, tail, vm_hwm_mb,
@@ -429,6 +429,9 @@ def main() -> int:
                         help="end-to-end backfill: seconds of loading contacts (default 60; 0 skips it)")
     parser.add_argument("--backfill-records", type=int, default=None,
                         help="in-process backfill: stored states (default 1,000,000; 0 skips it)")
+    parser.add_argument("--costs", default="10,1000",
+                        help="segment counts of the in-process cost rows (bench/costs.py: µs per change, per rule, "
+                             "per flip); empty: skip them")
     parser.add_argument("--timeout", type=float, default=180, help="per phase, seconds")
     parser.add_argument("--start-timeout", type=float, default=900, help="worker start (registry load), seconds")
     parser.add_argument("--seed", type=int, default=1)
@@ -454,6 +457,7 @@ def main() -> int:
     load_at_start = os.getloadavg()
     rows: list[Row] = []
     backfill_result: dict[str, Any] = {}
+    cost_rows: list[dict[str, Any]] = []
     extra: dict[str, Any] | None = None
     tb_s = 0.0
     engine_rows = args.time_behaviour != "only"
@@ -530,6 +534,11 @@ def main() -> int:
                 print(f"  {args.backfill_records:,} records: {backfill_result['in_process']['total_seconds']:.1f} s",
                       flush=True)
 
+            for n in (int(x) for x in args.costs.split(",") if x):
+                print(f"costs, in process, {n:,} segments:", flush=True)
+                cost_rows.append(costs.measure(n, contacts=500 if quick else 2_500))
+                print("  " + costs.summary(cost_rows[-1]), flush=True)
+
             for n, session in background.items():
                 print(f"{n:,} segments (engine worker started in the background):", flush=True)
                 engine_session_rows = run_session(session, stream, slices[n], args, single_msgs[n], batched_msgs[n])
@@ -555,6 +564,10 @@ def main() -> int:
     if backfill_result:
         print()
         print_backfill(backfill_result)
+    if cost_rows:
+        print("\ncosts in process (bench/costs.py; µs of one core, network sends left out):")
+        for row in cost_rows:
+            print(f"  {row['segments']:>6,} segments: " + costs.summary(row))
     if extra is not None:
         batched_10 = next((r.rate for r in rows if r.kind == "engine" and r.mode == "batched" and r.segments == 10), None)
         time_and_behaviour.report(extra, batched_10)
@@ -576,6 +589,7 @@ def main() -> int:
                        "engine_changes_per_s": r.rate, "engine_over_reference": r.engine_over_reference}
                       for r in rows if r.kind == "engine"],
         "backfill": backfill_result,
+        "costs": cost_rows,
     }
     if extra is not None:
         batched_10 = next((r.rate for r in rows if r.kind == "engine" and r.mode == "batched" and r.segments == 10), None)
