@@ -432,8 +432,28 @@ class WorkerSession:
                                                                     batch, check=False))
         assert self.proc is not None
         wait_until(self.applied, before + len(ids), self.proc, self.log, timeout)
+        self.settle()
         self.records.update(ids)
         return len(ids)
+
+    def settle(self, interval_s: float = 0.3, timeout: float = 60.0) -> None:
+        """Until the worker's events topic stops growing: a change counts as applied before its group's
+        events are produced and acknowledged, so a warm-up's last commit (thousands of creates' events at
+        1,000 segments) would otherwise still be in flight when the measured phase starts, and delay it."""
+        consumer = KafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
+                                 enable_auto_commit=False)
+        try:
+            tps = [TopicPartition(self.events_topic, p) for p in range(self.settings.partitions)]
+            last = None
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                ends = consumer.end_offsets(tps)
+                if ends == last:
+                    return
+                last = ends
+                time.sleep(interval_s)
+        finally:
+            consumer.close()
 
     def throughput(self, messages: list[Msg], timeout: float) -> Throughput:
         """Publish `messages`, then time the worker from the first poll after the publisher finished (so the
