@@ -14,7 +14,6 @@ The data path, in the order a message takes it:
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from typing import Any, Iterable
@@ -56,15 +55,6 @@ RECALCULATION_CHECK_S = 10.0  # how often the owner of partition 0 looks for seg
 MAX_CLOCK_LEAD_MS = 60_000  # system clock: how far ahead of this worker's wall clock a message may move time
 GROUP_RECORDS = 1_000  # records applied before their writes are committed together, at most
 STALL_CHECK_S = 5.0  # how often partitions that lag without moving are nudged (see _nudge_stalled)
-
-
-def freeze_long_lived() -> None:
-    """Move every object alive now (Faust, the compiled segment rules, the registry) out of the garbage
-    collector's sight. A full collection walks every tracked object: with 1,000 compiled segments it
-    paused the worker for 60-70 ms, every few seconds under load, and made the slowest changes wait for
-    it. What the stream allocates from then on is collected as before."""
-    gc.collect()
-    gc.freeze()
 
 
 class Engine:
@@ -452,13 +442,11 @@ class Engine:
                     positions = [await consumer.position(tp) for tp in tps]
                     if all(pos >= end[tp] for pos, tp in zip(positions, tps)):
                         self._count_segments()
-                        freeze_long_lived()
                         self.registry_ready.set()
                         log.info("segment registry loaded: generation %d", self.registry.generation)
                         await self.send_sync_markers()
                 elif changed:
                     self._count_segments()
-                    freeze_long_lived()
                     await self.send_sync_markers()
         finally:
             await consumer.stop()
