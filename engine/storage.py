@@ -3,7 +3,7 @@
 Faust opens one RocksDB per table partition, each with its own write buffers (64 MB, up to 3) and its own
 block cache, so a worker's memory grows with the partitions it owns. Here every partition DB of the process
 gets the same LRU block cache and the same write buffer manager, which charges the write buffers to that
-cache: write buffers, cached blocks and index/filter blocks together stay near one budget, however many
+cache: write buffers and cached data blocks together stay near one budget, however many
 partitions the worker owns or takes over.
 """
 from __future__ import annotations
@@ -41,10 +41,9 @@ class MemoryBudget:
         table.set_bloom_filter(bloom_filter_bits, True)
         table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
         table.set_block_cache(self.cache)
-        # Index and filter blocks grow with the data; outside the cache they would escape the budget.
-        # Level-0 ones are pinned because every read consults them.
-        table.set_cache_index_and_filter_blocks(True)
-        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        # Index and filter blocks stay with their table files, outside the budget (as in Faust's options):
+        # they are small (a bloom filter is 10 bits a key) and every read consults them. Kept in the shared
+        # cache instead, they cost single-change throughput about a tenth (its LRU lookups and locks).
         return table
 
 
