@@ -39,7 +39,7 @@ from bench.harness import (  # noqa: F401 - re-exported: bench/time_and_behaviou
 )
 from bench.segments import match_rate, random_segments
 
-FULL_CHANGES = "10=15000/50000,1000=2500/5000,10000=250/600"
+FULL_CHANGES = "10=60000/100000,1000=10000/20000,10000=250/600"
 QUICK_CHANGES = "10=1500/3000,1000=150/300"
 
 
@@ -356,8 +356,8 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
               f"{'-' if r.sst_bytes_per_record is None else format(r.sst_bytes_per_record, ',.0f'):>9} "
               f"{'-' if r.events_per_change is None else format(r.events_per_change, '.2f'):>6}")
     plan = ", ".join(f"{n:,} segs: {s:,} / {b:,}" for n, (s, b) in parse_plan(args.changes).items())
-    print(f"changes per row (single-change / batched): {plan}; the rows above 100 segments are sized so that an "
-          "engine row takes ~20-30 s (the naive rows take what they take on the same messages).")
+    print(f"changes per row (single-change / batched): {plan}; a row is timed from the first poll after the publisher "
+          "finished, over the backlog left then (backlog_at_window_start in the JSON).")
     print(f"x raw / x empty = changes/s over that peer's changes/s in the same mode (peers read the "
           f"{min(parse_plan(args.changes))}-segment rows' messages); x naive = over the naive baseline's, same mode "
           "and segments. eng÷ref = engine changes/s ÷ the REFERENCE plain asyncio job's (bench/reference_job.py: the "
