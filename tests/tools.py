@@ -77,3 +77,27 @@ def _run(command: list[str]) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def chromium_binary() -> Path:
+    """Debian's Chromium for the console's browser tests, installed with apt-get on first use (the test
+    machines run as root; Playwright's own browser download cannot be reached from them)."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    CACHE.mkdir(exist_ok=True)
+    with open(CACHE / "chromium.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if CHROMIUM.exists():
+            return CHROMIUM
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        result = subprocess.run(install, capture_output=True, text=True, timeout=900, env=env)
+        if result.returncode != 0:  # the package lists may be missing or stale: refresh them once
+            _run(["apt-get", "update", "-qq"])
+            _run(install)
+    if not CHROMIUM.exists():
+        raise RuntimeError(f"apt-get installed chromium but {CHROMIUM} is missing")
+    return CHROMIUM

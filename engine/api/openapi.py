@@ -169,6 +169,13 @@ ASSIGNMENT_OPERATIONS: list[Operation] = [
                           "segment the contact is in, else conversation.unassigned. A group rule rotates over "
                           "the group's members."),
 ]
+ACCOUNT_OPERATIONS: list[Operation] = [
+    Operation("GET", "/v1/me", "getMe", "Who the token belongs to and the workspaces it may act in", "account",
+              {200: ("`{role, member, workspace (null for a superadmin), workspaces: [names]}`", "Object")}),
+    Operation("GET", "/v1/workspaces", "listWorkspaces",
+              "The workspaces the token may act in (every one for a superadmin: the \"All companies\" filter)",
+              "account", {200: ("`{workspaces: [{name, segments}]}`", "Object")}),
+]
 EXTRA_SCHEMAS: dict[str, dict[str, Any]] = {"Object": {"type": "object"}}
 # --------------------------------------------------------------------------------------------------
 
@@ -191,7 +198,7 @@ META_OPERATIONS: list[Operation] = [
 
 
 def operations() -> list[Operation]:
-    return [*SEGMENT_OPERATIONS, *QUERY_OPERATIONS, *ASSIGNMENT_OPERATIONS, *META_OPERATIONS]
+    return [*SEGMENT_OPERATIONS, *QUERY_OPERATIONS, *ASSIGNMENT_OPERATIONS, *ACCOUNT_OPERATIONS, *META_OPERATIONS]
 
 
 ERROR_SCHEMA: dict[str, Any] = {

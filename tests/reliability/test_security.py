@@ -83,8 +83,13 @@ PROTECTED: dict[tuple[str, str], Call] = {
     ("PUT", WS + "/assignment-rules"): Call(body={"rules": [], "groups": {}}, write=True),
 }
 # README: only these answer without a token (probes, Prometheus, the API description).
+# Routes of the caller's own account, outside any workspace: a token is required, and another workspace's
+# token gets its own answer (no acme data), not a 404.
+ACCOUNT = {("GET", "/v1/me"), ("GET", "/v1/workspaces")}
+# The console's static files are public too: the page asks for the token and sends it with every API call.
+CONSOLE = {("GET", "/console"), ("GET", "/console/"), ("GET", "/console/{file}")}
 PUBLIC = {("GET", "/health"), ("GET", "/health/live"), ("GET", "/health/ready"), ("GET", "/metrics"),
-          ("GET", "/v1/openapi.json")}
+          ("GET", "/v1/openapi.json")} | CONSOLE
 MALFORMED = {
     "empty bearer": "Bearer ",
     "scheme only": "Bearer",
@@ -189,7 +194,7 @@ def leaked(raw: bytes) -> list[str]:
 def test_every_served_route_is_listed(site: Site) -> None:
     """The coverage gate: what the worker's router serves is exactly what this file probes."""
     served = served_routes(site.worker.env, REPO, site.harness.tmp / "routes-probe")
-    listed = set(PROTECTED) | PUBLIC
+    listed = set(PROTECTED) | ACCOUNT | PUBLIC
     # aiohttp adds HEAD to every path (it runs the GET handler); a path only HEAD reaches is a route too.
     heads = {path for method, path in served if method == "HEAD"}
     unlisted = sorted({route for route in served if route[0] != "HEAD"} - listed)
@@ -199,9 +204,9 @@ def test_every_served_route_is_listed(site: Site) -> None:
     # The OpenAPI description documents the same routes, and exactly the public ones need no token.
     doc = orjson.loads(site.call("GET", "/v1/openapi.json", token=None)[1])
     documented = {(m.upper(), p) for p, methods in doc["paths"].items() for m in methods}
-    assert documented == listed - {("GET", "/metrics")}
+    assert documented == listed - {("GET", "/metrics")} - CONSOLE
     assert {(m.upper(), p) for p, ms in doc["paths"].items() for m, op in ms.items() if op.get("security") == []} \
-        == PUBLIC - {("GET", "/metrics")}
+        == PUBLIC - {("GET", "/metrics")} - CONSOLE
 
 
 def test_public_routes_hold_no_workspace_data(site: Site) -> None:
@@ -210,7 +215,7 @@ def test_public_routes_hold_no_workspace_data(site: Site) -> None:
         status, raw = site.call("GET", path, token=None)
         assert status == 404 and not leaked(raw), (path, status, raw[:200])
     for method, path in sorted(PUBLIC):
-        status, raw = site.call(method, path, token=None)
+        status, raw = site.call(method, path.replace("{file}", "app.js"), token=None)
         assert status == 200, (path, raw[:200])
         assert not leaked(raw) or path == "/metrics", f"{path} answers acme data without a token: {leaked(raw)}"
         if path == "/metrics":  # documented: segment ids may be labels, record ids and field values never
@@ -264,6 +269,20 @@ def test_every_route_refuses_no_token_malformed_tokens_and_other_workspaces(site
                 problems.append(f"HEAD {template} without a token: {status}")
     assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems)
     assert site.state() == before, "a refused request changed acme's or globex's data"
+
+
+def test_account_routes_need_a_token_and_show_only_the_callers_workspaces(site: Site) -> None:
+    for method, path in sorted(ACCOUNT):
+        for label, header in {"no token": None, **MALFORMED}.items():
+            got = site.call(method, path, None, headers=None if header is None else {"Authorization": header})
+            assert error_of(*got) == (401, "unauthenticated"), (path, label, got)
+        status, raw = site.call(method, path, "globex-admin")
+        assert status == 200 and b"globex" in raw and not leaked(raw) and b"acme" not in raw, (path, raw[:300])
+    assert get_json(site.port, "/v1/me", "acme-agent")[1] == {
+        "role": "agent", "member": "bob", "workspace": "acme", "workspaces": ["acme"]}
+    assert get_json(site.port, "/v1/me", "super")[1]["workspaces"] == ["acme", "globex"]
+    listed = get_json(site.port, "/v1/workspaces", "super")[1]["workspaces"]
+    assert [w["name"] for w in listed] == ["acme", "globex"] and listed[0]["segments"] >= 2, listed
 
 
 def test_oversized_tokens_get_a_json_error_with_a_stable_code(site: Site) -> None:
