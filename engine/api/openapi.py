@@ -176,6 +176,13 @@ ACCOUNT_OPERATIONS: list[Operation] = [
               "The workspaces the token may act in (every one for a superadmin: the \"All companies\" filter)",
               "account", {200: ("`{workspaces: [{name, segments}]}`", "Object")}),
 ]
+CATALOG_OPERATIONS: list[Operation] = [
+    Operation("GET", WS + "/catalog/{object_type}", "getCatalog",
+              "The fields a rule may read for the object type (custom fields included) and the operators each takes",
+              "catalog", {200: ("`{object_type, fields: [{name, type, custom, operators}], segment: {field, operators}, "
+                                "aggregates: {prefix, functions: [{function, type, needs_property, operators}], takes}, "
+                                "relative_operators}`", "Object")}),
+]
 EXTRA_SCHEMAS: dict[str, dict[str, Any]] = {"Object": {"type": "object"}}
 # --------------------------------------------------------------------------------------------------
 
@@ -198,7 +205,8 @@ META_OPERATIONS: list[Operation] = [
 
 
 def operations() -> list[Operation]:
-    return [*SEGMENT_OPERATIONS, *QUERY_OPERATIONS, *ASSIGNMENT_OPERATIONS, *ACCOUNT_OPERATIONS, *META_OPERATIONS]
+    return [*SEGMENT_OPERATIONS, *QUERY_OPERATIONS, *ASSIGNMENT_OPERATIONS, *ACCOUNT_OPERATIONS, *CATALOG_OPERATIONS,
+            *META_OPERATIONS]
 
 
 ERROR_SCHEMA: dict[str, Any] = {

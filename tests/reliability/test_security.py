@@ -81,6 +81,7 @@ PROTECTED: dict[tuple[str, str], Call] = {
     ("GET", WS + "/segment-figures"): Call(),
     ("GET", WS + "/assignment-rules"): Call(),
     ("PUT", WS + "/assignment-rules"): Call(body={"rules": [], "groups": {}}, write=True),
+    ("GET", WS + "/catalog/{object_type}"): Call(),
 }
 # README: only these answer without a token (probes, Prometheus, the API description).
 # Routes of the caller's own account, outside any workspace: a token is required, and another workspace's
