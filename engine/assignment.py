@@ -80,13 +80,14 @@ class InvalidAssignment(EngineError):
 
 
 def parse_assignment(
-    doc: Any, workspace: str, version: int, segment_ids: Collection[str] | None = None
+    doc: Any, workspace: str, version: int, segment_ids: Collection[str] | None = None,
+    team: Collection[str] | None = None,
 ) -> AssignmentRules:
     """Check an assignment document `{"rules": [...], "groups": {...}}` and build its value.
 
-    `segment_ids` are the workspace's contact segments; None skips that check (a worker reading a
-    document that was checked when it was written, whose segment may since have gone: such a rule
-    simply never matches).
+    `segment_ids` are the workspace's contact segments and `team` its team members; None skips that
+    check (a worker reading a document that was checked when it was written, whose segment or member
+    may since have gone: such a rule simply never matches, or still assigns to the name it was given).
     """
     problems: list[AssignmentProblem] = []
 
@@ -117,6 +118,10 @@ def parse_assignment(
             continue
         if len(set(members)) != len(members):
             problem("invalid_group", path, "lists a team member twice")
+            continue
+        strangers = [m for m in members if team is not None and m not in team]
+        if strangers:
+            problem("unknown_team_member", path, f"{strangers[0]!r} is not a team member of this workspace")
             continue
         groups[name] = tuple(members)
     rules: list[AssignmentRule] = []
@@ -155,6 +160,8 @@ def parse_assignment(
             member = target["member"]
             if not isinstance(member, str) or not NAME_PATTERN.match(member):
                 problem("invalid_assignee", f"{path}/assign_to/member", "a team member is 1-100 letters, digits or `_.@+-`")
+            elif team is not None and member not in team:
+                problem("unknown_team_member", f"{path}/assign_to/member", f"{member!r} is not a team member of this workspace")
         else:
             group = target["group"]
             if group not in groups:

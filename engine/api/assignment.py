@@ -44,7 +44,7 @@ async def put_rules(ctx: Context) -> web.Response:
     engine = ctx.engine
     contact_segments = engine.registry.segment_set(workspace, "contact").segments
     try:
-        rules = parse_assignment(body, workspace, 0, contact_segments)
+        rules = parse_assignment(body, workspace, 0, contact_segments, engine.registry.workspaces.team(workspace))
     except InvalidAssignment as exc:
         raise ApiError(422, exc.code, str(exc), problems=[p.to_json() for p in exc.problems]) from None
     stored = engine.assignment.version(workspace)

@@ -55,7 +55,7 @@ BODY_ERRORS: dict[int, tuple[str, str | None]] = {
     409: ("`name_taken` (name used by another segment of the object type) or `id_taken`", "Error"),
     422: (
         "`invalid_rule` (with `problems`), `missing_<attribute>`, `invalid_<attribute>`, `unknown_attribute`,"
-        " `immutable_attribute`, `not_supported` (kind static)",
+        " `immutable_attribute`, `not_supported` (kind static), `unknown_team_member` (with `attribute`, `member`)",
         "Error",
     ),
 }
@@ -183,6 +183,12 @@ CATALOG_OPERATIONS: list[Operation] = [
                                 "aggregates: {prefix, functions: [{function, type, needs_property, operators}], takes}, "
                                 "relative_operators}`", "Object")}),
 ]
+TEAM_OPERATIONS: list[Operation] = [
+    Operation("GET", WS + "/team", "listTeam", "The workspace's team members (from the workspaces file)", "team",
+              {200: ("`{members: [{name, role: admin|agent, group (null when none)}]}`, by name", "Object")},
+              description="The names `hidden_from`, `default_for` and chat assignment rules may use; any other name "
+                          "is refused with 422 `unknown_team_member`."),
+]
 EXTRA_SCHEMAS: dict[str, dict[str, Any]] = {"Object": {"type": "object"}}
 # --------------------------------------------------------------------------------------------------
 
@@ -205,7 +211,7 @@ META_OPERATIONS: list[Operation] = [
 
 
 def operations() -> list[Operation]:
-    return [*SEGMENT_OPERATIONS, *QUERY_OPERATIONS, *ASSIGNMENT_OPERATIONS, *ACCOUNT_OPERATIONS, *CATALOG_OPERATIONS,
+    return [*SEGMENT_OPERATIONS, *QUERY_OPERATIONS, *TEAM_OPERATIONS, *ASSIGNMENT_OPERATIONS, *ACCOUNT_OPERATIONS, *CATALOG_OPERATIONS,
             *META_OPERATIONS]
 
 
@@ -248,7 +254,11 @@ _WRITABLE_PROPERTIES: dict[str, Any] = {
     "description": {"type": ["string", "null"], "maxLength": 2000},
     "colour": {"type": ["string", "null"], "pattern": "^#[0-9A-Fa-f]{6}$"},
     "owner": {"type": ["string", "null"], "maxLength": 200},
-    "hidden_from": {"type": ["array", "null"], "items": {"type": "string"}, "maxItems": 1000},
+    "hidden_from": {"type": ["array", "null"], "items": {"type": "string"}, "maxItems": 1000,
+                    "description": "team members who never see the segment (GET .../team lists them)"},
+    "default_for": {"type": ["array", "null"], "items": {"type": "string"}, "maxItems": 1000,
+                    "description": "team members whose default view of the object type this is, unless they pinned "
+                                   "another (see GET .../defaults/resolved)"},
     "status": {"enum": ["active", "inactive"], "default": "active"},
     "kind": {"enum": ["dynamic", "static"], "default": "dynamic", "description": "`static` answers 422 `not_supported` for now"},
     "rule": {"type": "object", "description": "react-querybuilder group {combinator, not, rules}; see README, Rules"},

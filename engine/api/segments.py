@@ -24,6 +24,7 @@ from engine.api.errors import ApiError, bad_request, not_found
 from engine.api.queries import segment_figures
 from engine.api.scope import find_segment, visible, workspace_of
 from engine.api.server import Context, Routes, reply
+from engine.api.team import check_team_members
 from engine.envelope import encode, envelope, segment_key, utc_now_iso
 from engine.errors import SchemaViolation
 from engine.registry import Segment, reference_problems, referrers
@@ -42,12 +43,13 @@ KINDS = ("dynamic", "static")
 MAX_NAME = 200
 MAX_DESCRIPTION = 2000
 MAX_MEMBER = 200
-MAX_HIDDEN_FROM = 1000
+MAX_HIDDEN_FROM = 1000  # and default_for
+TEAM_LISTS = ("hidden_from", "default_for")  # attributes that list team members
 MAX_INTERVAL_MINUTES = 525_600  # one year
 
 # Attributes a client writes; everything else in a segment's JSON is computed.
 WRITABLE = (
-    "id", "object_type", "name", "description", "colour", "owner", "hidden_from",
+    "id", "object_type", "name", "description", "colour", "owner", "hidden_from", "default_for",
     "status", "kind", "rule", "recalculation_interval_minutes",
 )
 # Computed attributes: ignored in a PUT/PATCH body so a client may send back what it got.
@@ -101,7 +103,7 @@ def check_attributes(body: Any) -> dict[str, Any]:
         if attribute not in body:
             continue
         value = body[attribute]
-        if value is None and attribute in (*OPTIONAL_TEXT, "hidden_from", "recalculation_interval_minutes", "id"):
+        if value is None and attribute in (*OPTIONAL_TEXT, *TEAM_LISTS, "recalculation_interval_minutes", "id"):
             out[attribute] = None
             continue
         if value is None:
@@ -121,12 +123,12 @@ def check_attributes(body: Any) -> dict[str, Any]:
                 raise invalid("colour", "must be a hex colour such as #1f77b4")
         elif attribute == "owner":
             value = _text(body, "owner", MAX_MEMBER, strip=True)
-        elif attribute == "hidden_from":
+        elif attribute in TEAM_LISTS:
             if not isinstance(value, list) or not all(isinstance(m, str) and 0 < len(m) <= MAX_MEMBER for m in value):
-                raise invalid("hidden_from", f"must be a list of team members (non-empty strings of at most {MAX_MEMBER} characters)")
+                raise invalid(attribute, f"must be a list of team members (non-empty strings of at most {MAX_MEMBER} characters)")
             value = list(dict.fromkeys(value))
             if len(value) > MAX_HIDDEN_FROM:
-                raise invalid("hidden_from", f"must list at most {MAX_HIDDEN_FROM} team members")
+                raise invalid(attribute, f"must list at most {MAX_HIDDEN_FROM} team members")
         elif attribute == "status":
             if value not in STATUSES:
                 raise invalid("status", "must be `active` or `inactive`")
@@ -145,6 +147,18 @@ def writable_of(definition: Mapping[str, Any]) -> dict[str, Any]:
     return {k: definition[k] for k in WRITABLE if k in definition}
 
 
+def check_team_lists(ctx: Context, workspace: str, attrs: Mapping[str, Any], stored: Segment | None) -> None:
+    """Names a write adds to `hidden_from` / `default_for` must be team members (names already stored are
+    kept, so a member leaving the team does not block every later edit); a segment cannot be the default
+    of someone it is hidden from."""
+    for attribute in TEAM_LISTS:
+        kept = set(stored.definition.get(attribute, ())) if stored is not None else set()
+        check_team_members(ctx, workspace, attribute, [m for m in attrs.get(attribute) or () if m not in kept])
+    both = [m for m in attrs.get("default_for") or () if m in set(attrs.get("hidden_from") or ())]
+    if both:
+        raise invalid("default_for", f"names {both[0]!r}, from whom the segment is hidden")
+
+
 # ---- presentation --------------------------------------------------------------------------------
 
 
@@ -159,6 +173,7 @@ def view(segment: Segment) -> dict[str, Any]:
         "colour": d.get("colour"),
         "owner": d.get("owner"),
         "hidden_from": list(d.get("hidden_from", ())),
+        "default_for": list(d.get("default_for", ())),
         "status": d.get("status", "active"),
         "kind": d.get("kind", "dynamic"),
         "rule": d.get("rule"),  # null for a static segment
@@ -262,6 +277,7 @@ async def save(
         problems = reference_problems(registry.segment_set(workspace, object_type).segments, segment_id, rule)
         if problems:
             raise InvalidRule(problems)
+    check_team_lists(ctx, workspace, attrs, registry.get(workspace, object_type, segment_id))
     name_key = attrs["name"].casefold()
     for other in registry.segment_set(workspace, object_type).segments.values():
         if other.id != segment_id and other.name.strip().casefold() == name_key:
@@ -278,6 +294,7 @@ async def save(
         "status": attrs.get("status") or "active",
         "kind": kind,
         "hidden_from": attrs.get("hidden_from") or [],
+        "default_for": attrs.get("default_for") or [],
         "created_at": created_at or now,
         "modified_at": now,
         "version": next_version(ctx, key),

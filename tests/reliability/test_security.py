@@ -81,6 +81,7 @@ PROTECTED: dict[tuple[str, str], Call] = {
     ("GET", WS + "/segment-figures"): Call(),
     ("GET", WS + "/assignment-rules"): Call(),
     ("PUT", WS + "/assignment-rules"): Call(body={"rules": [], "groups": {}}, write=True),
+    ("GET", WS + "/team"): Call(),
     ("GET", WS + "/catalog/{object_type}"): Call(),
 }
 # README: only these answer without a token (probes, Prometheus, the API description).
