@@ -32,6 +32,7 @@ from engine.api.routes import install_routes
 from engine.assignment import AssignmentBook
 from engine.commit import Checkpoint
 from engine.consumer import grouping_consumer
+from engine.defaults import DefaultsBook
 from engine.envelope import encode, envelope, segment_key
 from engine.errors import (BadMessage, InternalError, MalformedJson, MessageTooLarge, SchemaViolation,
                            UnknownWorkspace)
@@ -64,6 +65,7 @@ class Engine:
         self.settings = settings
         self.registry = SegmentRegistry(load_workspaces(settings.workspaces_file))
         self.assignment = AssignmentBook()
+        self.defaults = DefaultsBook()
         self.registry_ready = asyncio.Event()
         self.clocks: dict[int, int] = {}  # partition -> its time (epoch ms), see advance_clock
         prefix = settings.topic_prefix
@@ -72,6 +74,7 @@ class Engine:
         self.conversations_topic_name = topics.CONVERSATIONS.full_name(prefix)
         self.assignments_topic_name = topics.CONVERSATION_ASSIGNMENTS.full_name(prefix)
         self.assignment_rules_topic_name = topics.ASSIGNMENT_RULES.full_name(prefix)
+        self.defaults_topic_name = topics.DEFAULT_SEGMENTS.full_name(prefix)
         self.input_topic_names = (self.records_topic_name, self.behaviour_topic_name, self.conversations_topic_name)
         self.partition_counts = {spec.full_name(prefix): spec.partition_count(settings.partitions)
                                  for spec in topics.ALL_TOPICS}
@@ -414,8 +417,8 @@ class Engine:
     # ---- segment definitions ---------------------------------------------------------------------
 
     async def _read_definitions(self) -> None:
-        """Follow the compacted definitions and assignment-rules topics from the start; the agent waits
-        until it caught up."""
+        """Follow the compacted definitions, assignment-rules and default-segments topics from the start;
+        the agent waits until it caught up."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers,
             enable_auto_commit=False,
@@ -427,6 +430,7 @@ class Engine:
             tps = [TopicPartition(self.definitions_topic_name, p) for p in range(topics.SEGMENT_DEFINITIONS.partitions or 1)]
             tps += [TopicPartition(self.assignment_rules_topic_name, p)
                     for p in range(topics.ASSIGNMENT_RULES.partitions or 1)]
+            tps += [TopicPartition(self.defaults_topic_name, p) for p in range(topics.DEFAULT_SEGMENTS.partitions or 1)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             end = await true_ends(self.settings.bootstrap_servers, await consumer.end_offsets(tps))
@@ -452,8 +456,8 @@ class Engine:
             await consumer.stop()
 
     def _apply_definition(self, record: Any, rejected: list[Outgoing]) -> bool:
-        """Apply one definition (or assignment rules) message; an invalid one is dead-lettered (by every
-        worker, same id). True if the segment registry changed."""
+        """Apply one definition (or assignment rules, or default segment) message; an invalid one is
+        dead-lettered (by every worker, same id). True if the segment registry changed."""
         size, limit = len(record.value or b""), self.settings.max_message_bytes
         try:
             if size > limit:  # every worker holds every definition: the limit holds on this topic too
@@ -472,6 +476,13 @@ class Engine:
                     if message["workspace"] not in self.registry.workspaces:
                         raise UnknownWorkspace(f"workspace {message['workspace']!r} is not configured")
                     self.assignment.apply(message["workspace"], message["data"])
+                    return False
+                if record.topic == self.defaults_topic_name:
+                    if message["type"] != "default.segment":
+                        raise SchemaViolation(f"unexpected message type {message['type']!r} on the default segments topic")
+                    if message["workspace"] not in self.registry.workspaces:
+                        raise UnknownWorkspace(f"workspace {message['workspace']!r} is not configured")
+                    self.defaults.apply(message["workspace"], message["data"])
                     return False
                 if message["type"] not in ("segment.defined", "segment.removed"):
                     raise SchemaViolation(f"unexpected message type {message['type']!r} on the definitions topic")

@@ -52,6 +52,7 @@ MESSAGE_SCHEMAS: dict[str, str] = {
     "conversation.assigned": "conversation-assignment.json",
     "conversation.unassigned": "conversation-assignment.json",
     "assignment.rules": "assignment-rules.json",
+    "default.segment": "default-segment.json",
     "deadletter": "dead-letter.json",
 }
 

@@ -94,6 +94,15 @@ ASSIGNMENT_RULES = TopicSpec(
     doc="assignment.rules: each workspace's ordered chat assignment rules and groups; compacted, read in "
         "full by every worker",
 )
+DEFAULT_SEGMENTS = TopicSpec(
+    name="default-segments",
+    key="workspace/shared/object_type, or workspace/member/member/object_type",
+    partitions=1,
+    compacted=True,
+    retention_ms=None,
+    doc="default.segment: each workspace's shared default segment per object type and each team member's "
+        "pins; compacted, read in full by every worker",
+)
 DEAD_LETTERS = TopicSpec(
     name="dead-letters",
     key="the original message key",
@@ -119,6 +128,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     CONVERSATIONS,
     CONVERSATION_ASSIGNMENTS,
     ASSIGNMENT_RULES,
+    DEFAULT_SEGMENTS,
     DEAD_LETTERS,
     RECORD_STATE_CHANGELOG,
 )

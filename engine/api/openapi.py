@@ -188,6 +188,46 @@ TEAM_OPERATIONS: list[Operation] = [
               {200: ("`{members: [{name, role: admin|agent, group (null when none)}]}`, by name", "Object")},
               description="The names `hidden_from`, `default_for` and chat assignment rules may use; any other name "
                           "is refused with 422 `unknown_team_member`."),
+    Operation("GET", WS + "/defaults", "getDefaults", "Default segments: shared, the caller's pins, per member",
+              "team", {200: ("`{shared: {object_type: segment_id}, mine: {object_type: segment_id}, for_members: "
+                             "{member: {object_type: segment_id}}}` (an agent sees only their own for_members)",
+                             "Object")},
+              description="`for_members` comes from segments' `default_for`. A default naming a deleted segment, "
+                          "or one hidden from the caller, is left out."),
+    Operation("GET", WS + "/defaults/resolved", "resolveDefaults",
+              "The segment each object type opens on for a member: pin, else per-member default, else shared",
+              "team", {200: ("`{member, defaults: {object_type: {segment_id, source: pin|member|shared}}}`; object "
+                             "types with none are absent", "Object"),
+                       403: ("an agent asked for another member (`forbidden`)", "Error"),
+                       422: ("`member` is not a team member (`unknown_team_member`)", "Error")},
+              query=(Param("member", "team member to resolve for (admins only; default: the caller)"),)),
+    Operation("PUT", WS + "/defaults/shared/{object_type}", "putSharedDefault",
+              "Set or clear (`null`) the workspace's shared default segment of an object type (admins)", "team",
+              {200: ("the defaults as GET .../defaults answers them", "Object"),
+               400: ("unknown object type (`invalid_parameter`) or a body other than `{segment_id}` (`bad_request`)",
+                     "Error"),
+               403: WRITE_ERRORS[403], 422: ("no such segment of the object type (`unknown_segment`)", "Error"),
+               504: WRITE_ERRORS[504]}, body="Object"),
+    Operation("PUT", WS + "/defaults/mine/{object_type}", "putMyDefault",
+              "Pin or unpin (`null`) the caller's own default segment of an object type (any team member)", "team",
+              {200: ("the defaults as GET .../defaults answers them", "Object"),
+               400: ("unknown object type (`invalid_parameter`) or a body other than `{segment_id}` (`bad_request`)",
+                     "Error"),
+               403: ("the token's member is not in the workspace's team (`not_team_member`)", "Error"),
+               422: ("no such segment of the object type visible to the caller (`unknown_segment`)", "Error"),
+               504: WRITE_ERRORS[504]}, body="Object"),
+    Operation("POST", WS + "/imports", "importIntoNewSegment",
+              "Import record ids into a new static segment named after the import (`{object_type, record_ids, name?}`)",
+              "queries", {202: ("`{segment_id, name, accepted}`", "Object"),
+                          400: ("bad `record_ids` (`bad_request`)", "Error"),
+                          403: ("agents may not import (`forbidden`)", "Error"),
+                          409: ("`name_taken` (a concurrent create took the name)", "Error"),
+                          413: ("too many ids (`payload_too_large`)", "Error"),
+                          422: ("`missing_object_type`, `invalid_object_type`, `invalid_name`, `unknown_attribute`",
+                                "Error"), 504: WRITE_ERRORS[504]},
+              body="Object",
+              description="The name defaults to `Import YYYY-MM-DD HH:MM` (UTC); a name already taken gets ` (2)`, "
+                          "` (3)` ..."),
 ]
 EXTRA_SCHEMAS: dict[str, dict[str, Any]] = {"Object": {"type": "object"}}
 # --------------------------------------------------------------------------------------------------

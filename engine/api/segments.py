@@ -209,6 +209,10 @@ async def with_figures(ctx: Context, segments: list[Segment]) -> list[dict[str, 
 # ---- shared steps --------------------------------------------------------------------------------
 
 
+def new_segment_id() -> str:
+    return f"seg-{uuid.uuid4().hex[:16]}"
+
+
 def next_version(ctx: Context, key: str) -> int:
     """A version (epoch ms) strictly above every version this worker has seen for the key."""
     stamp = ctx.engine.registry.stamps.get(key)
@@ -353,7 +357,7 @@ async def create_segment(ctx: Context) -> web.Response:
     workspace = await workspace_of(ctx)
     check_write(ctx.principal)
     attrs = check_attributes(await ctx.json())
-    segment_id = attrs.get("id") or f"seg-{uuid.uuid4().hex[:16]}"
+    segment_id = attrs.get("id") or new_segment_id()
     attrs["id"] = segment_id
     existing = ctx.engine.registry.find(workspace, segment_id)
     if existing is not None:

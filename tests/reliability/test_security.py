@@ -82,6 +82,12 @@ PROTECTED: dict[tuple[str, str], Call] = {
     ("GET", WS + "/assignment-rules"): Call(),
     ("PUT", WS + "/assignment-rules"): Call(body={"rules": [], "groups": {}}, write=True),
     ("GET", WS + "/team"): Call(),
+    ("GET", WS + "/defaults"): Call(),
+    ("GET", WS + "/defaults/resolved"): Call(query="?member=bob"),
+    ("PUT", WS + "/defaults/shared/{object_type}"): Call(body={"segment_id": "pl-high-value"}, write=True),
+    # Any team member pins their own default, agents included: not a write in the sense of `write`.
+    ("PUT", WS + "/defaults/mine/{object_type}"): Call(body={"segment_id": "pl-high-value"}),
+    ("POST", WS + "/imports"): Call(body={"object_type": "contact", "record_ids": ["c1"]}, write=True),
     ("GET", WS + "/catalog/{object_type}"): Call(),
 }
 # README: only these answer without a token (probes, Prometheus, the API description).
