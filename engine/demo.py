@@ -26,6 +26,7 @@ from engine.settings import SAMPLES, Settings
 from engine.tail import format_event
 
 SAMPLE_CONTACTS = 300
+DEMO_TOKEN = "demo-admin-token"  # engine/samples/tokens.json: admin of the demo workspace
 DEMO_BROKER_PORT = 9092  # Kafka's usual port, so the README's subscriber commands work as written
 
 
@@ -55,7 +56,8 @@ def run_demo(settings: Settings, duration: float = 0, rate: float = 20) -> int:
         publisher.flush()
         worker = subprocess.Popen([sys.executable, "-m", "engine.cli", "worker"], env=env)
         print(f"worker started (pid {worker.pid}); HTTP API on http://127.0.0.1:{settings.web_port} "
-              "(token: demo-admin-token); publishing sample contact changes, Ctrl-C to stop", flush=True)
+              f"(token: {DEMO_TOKEN}); publishing sample contact changes, Ctrl-C to stop", flush=True)
+        print(f"console: http://127.0.0.1:{settings.web_port}/console/  (sign in with {DEMO_TOKEN})", flush=True)
         threading.Thread(target=_publish_forever, args=(publisher, rate, stop), daemon=True).start()
         _print_events(settings, duration)
     except KeyboardInterrupt:

@@ -96,3 +96,20 @@ export function field(label, control, hint) {
 export function go(...parts) {
   location.hash = "#/" + parts.map((p) => encodeURIComponent(p)).join("/");
 }
+
+/** A small square of the segment's colour (an empty outlined one when it has none). */
+export function swatch(colour) {
+  const el = h("span", { class: "swatch", "aria-hidden": "true" });
+  if (colour) el.style.background = colour;
+  return el;
+}
+
+/** Save a fetched Response as a file: the API needs the token, so a plain link cannot download it. */
+export async function saveResponse(response, fileName) {
+  const url = URL.createObjectURL(await response.blob());
+  const link = h("a", { href: url, download: fileName, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}

@@ -66,6 +66,7 @@ def test_run_demo_prints_events_serves_the_api_and_feeds_subscribers() -> None:
     assert demo.returncode == 0, text[-2000:]
     assert profile is not None and profile["id"] == "c1" and "country" in profile["fields"], text[-2000:]
     assert "ENTERED" in text and text.rstrip().endswith("stopped")
+    assert f"console: http://127.0.0.1:{port}/console/  (sign in with demo-admin-token)" in text
     assert re.search(r"^p\d+@\d+ .*(ENTERED|EXITED) ", live, re.MULTILINE), live[-2000:]
     assert re.search(r"event\(s\) printed", live), live[-2000:]
     assert re.search(r"^p\d+@\d+ .*conversation demo/conv-\S+ \(contact c\d+\)  (ASSIGNED|UNASSIGNED)", assignments,
