@@ -216,7 +216,7 @@ export async function render(root, params) {
     } },
     h("optgroup", { label: "Fields" }, standard.map((f) => option(f.name, humanize(f.name)))),
     custom.length ? h("optgroup", { label: "Custom fields" }, custom.map((f) => option(f.name, humanize(f.name)))) : null,
-    h("optgroup", { label: "Activity and segments" }, option(BEHAVIOUR, "Behavioural event…"), option(SEGMENT, "Segment membership")));
+    h("optgroup", { label: "Activity and segments" }, option(BEHAVIOUR, "Activity (behavioural events)"), option(SEGMENT, "Segment membership")));
   }
 
   function operatorSelect(cond) {
@@ -277,31 +277,41 @@ export async function render(root, params) {
       value: shown(cond.value), step: type === "number" ? "any" : null }, (t) => { cond.value = toValue(t); });
   }
 
-  function behaviourEditor(cond) {
+  /** An aggregate's parts read as a sentence after the field: "total of" [purchase] [amount]. */
+  function aggregateParts(cond) {
     const parts = parseAggregate(cond.field);
     if (!parts) return null;
     const rename = () => { cond.field = aggregateName(parts); changed(); };
-    const event = h("input", { type: "text", class: "agg-event", value: parts.event, placeholder: "e.g. purchase", disabled: !canWrite,
-      oninput: (e) => { parts.event = e.target.value.trim(); rename(); } });
-    const prop = h("input", { type: "text", class: "agg-property", value: parts.prop, placeholder: "e.g. amount", disabled: !canWrite,
-      oninput: (e) => { parts.prop = e.target.value.trim(); rename(); } });
-    const measure = h("select", { class: "agg-measure", disabled: !canWrite, onchange: (e) => {
+    const measure = h("select", { class: "agg-measure", "aria-label": "Measure", disabled: !canWrite, onchange: (e) => {
       const wasDate = parts.fn === "last_seen";
       parts.fn = e.target.value;
       cond.field = aggregateName(parts);
       if (wasDate !== (parts.fn === "last_seen")) { cond.operator = operatorsFor(cond.field)[0]; cond.value = defaultValue(cond.operator, typeOf(cond.field)); }
       changed({ structure: true });
     } }, Object.entries(MEASURES).map(([fn, words]) => h("option", { value: fn, selected: fn === parts.fn }, words)));
+    const event = h("input", { type: "text", class: "agg-event narrow", "aria-label": "Event name", value: parts.event,
+      placeholder: "event, e.g. purchase", disabled: !canWrite, oninput: (e) => { parts.event = e.target.value.trim(); rename(); } });
+    const prop = ["sum", "min", "max"].includes(parts.fn)
+      ? h("input", { type: "text", class: "agg-property narrow", "aria-label": "Event property", value: parts.prop,
+        placeholder: "property, e.g. amount", disabled: !canWrite, oninput: (e) => { parts.prop = e.target.value.trim(); rename(); } })
+      : null;
+    return [measure, event, prop];
+  }
+
+  /** An aggregate's optional sliding window and `where` filter, on a line of their own. */
+  function aggregateOptions(cond) {
+    if (!parseAggregate(cond.field)) return null;
     const window = parseDuration(cond.window);
-    const windowAmount = h("input", { type: "number", min: 1, step: 1, class: "agg-window narrow", "aria-label": "Window length", value: cond.window ? window.amount : "",
-      placeholder: "all time", disabled: !canWrite });
-    const windowUnit = h("select", { class: "agg-window-unit", "aria-label": "Window unit", disabled: !canWrite }, UNITS.map((u) => h("option", { value: u, selected: u === window.unit }, u)));
+    const windowAmount = h("input", { type: "number", min: 1, step: 1, class: "agg-window narrow", "aria-label": "Window length",
+      value: cond.window ? window.amount : "", placeholder: "all time", disabled: !canWrite });
+    const windowUnit = h("select", { class: "agg-window-unit", "aria-label": "Window unit", disabled: !canWrite },
+      UNITS.map((u) => h("option", { value: u, selected: u === window.unit }, u)));
     const setWindow = () => { if (windowAmount.value) cond.window = `${windowAmount.value} ${windowUnit.value}`; else delete cond.window; changed(); };
     windowAmount.addEventListener("input", setWindow);
     windowUnit.addEventListener("change", setWindow);
     const [whereKey = "", whereValue = ""] = Object.entries(cond.where || {})[0] || [];
-    const wKey = h("input", { type: "text", class: "agg-where-key narrow", "aria-label": "Event property", value: whereKey, placeholder: "property", disabled: !canWrite });
-    const wValue = h("input", { type: "text", class: "agg-where-value narrow", "aria-label": "Property value", value: whereValue, placeholder: "value", disabled: !canWrite });
+    const wKey = h("input", { type: "text", class: "agg-where-key narrow", "aria-label": "Only events whose property", value: whereKey, placeholder: "property", disabled: !canWrite });
+    const wValue = h("input", { type: "text", class: "agg-where-value narrow", "aria-label": "equals", value: whereValue, placeholder: "value", disabled: !canWrite });
     const setWhere = () => {
       if (wKey.value.trim() || wValue.value.trim()) cond.where = { [wKey.value.trim()]: wValue.value.trim() }; else delete cond.where;
       changed();
@@ -309,21 +319,20 @@ export async function render(root, params) {
     wKey.addEventListener("input", setWhere);
     wValue.addEventListener("input", setWhere);
     return h("div", { class: "behaviour" },
-      field("Measure", measure),
-      field("Event", event),
-      ["sum", "min", "max"].includes(parts.fn) ? field("Of property", prop) : null,
-      h("div", { class: "field" }, h("label", {}, "In the last (empty: all time, at most 90 days)"), h("div", { class: "inline-controls" }, windowAmount, windowUnit)),
-      h("div", { class: "field" }, h("label", {}, "Only events where (optional)"), h("div", { class: "inline-controls" }, wKey, h("span", {}, "="), wValue)));
+      h("span", { class: "keep" }, h("span", { class: "muted" }, "events in the last"), windowAmount, windowUnit,
+        h("span", { class: "muted" }, "(empty: all time; at most 90 days)")),
+      h("span", { class: "keep" }, h("span", { class: "muted" }, "only events where"), wKey, "=", wValue,
+        h("span", { class: "muted" }, "(optional)")));
   }
 
   function conditionView(cond, path, parent, index) {
     return h("div", { class: "rule-cond", dataset: { path } },
-      h("div", { class: "cond-line" }, fieldSelect(cond), operatorSelect(cond), valueEditor(cond),
+      h("div", { class: "cond-line" }, fieldSelect(cond), aggregateParts(cond), operatorSelect(cond), valueEditor(cond),
         h("span", { class: "spacer" }),
         canWrite ? h("button", { type: "button", class: "remove", "aria-label": "Remove this condition", onclick: () => {
           parent.rules.splice(index, 1); changed({ structure: true });
         } }, "Remove") : null),
-      behaviourEditor(cond),
+      aggregateOptions(cond),
       h("div", { class: "problems", role: "alert" }));
   }
 

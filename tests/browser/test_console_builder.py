@@ -129,3 +129,36 @@ def test_edit_preview_shows_what_the_edit_adds_and_removes(page: Any, console_si
     expect(page.locator(".preview-count")).to_have_text(str(api["count"]))
     expect(page.locator(".preview-removed li").first).to_be_visible()
     shot(page, "builder-edit-diff")
+
+
+def test_behaviour_and_segment_conditions_build_the_documented_rule(page: Any, console_site: ConsoleSite) -> None:
+    requests: list[Any] = []
+    page.on("request", lambda request: requests.append(request))
+    sign_in(page, console_site, "acme-admin", "builder/contact")
+    page.click(f'{cond("")} > .group-head .add-condition')
+    page.select_option(f'{cond("/rules/0")} .cond-field', "events.")
+    page.select_option(f'{cond("/rules/0")} .agg-measure', "sum")
+    page.fill(f'{cond("/rules/0")} .agg-property', "amount")
+    page.select_option(f'{cond("/rules/0")} .cond-op', ">=")
+    page.fill(f'{cond("/rules/0")} .cond-value', "100")
+    page.fill(f'{cond("/rules/0")} .agg-window', "30")
+    page.fill(f'{cond("/rules/0")} .agg-where-key', "currency")
+    page.fill(f'{cond("/rules/0")} .agg-where-value', "EUR")
+    page.select_option(f'{cond("")} > .group-head .group-combinator', "or")
+    page.click(f'{cond("")} > .group-head .add-condition')
+    page.select_option(f'{cond("/rules/1")} .cond-field', "segment")
+    page.select_option(f'{cond("/rules/1")} .cond-value', "subscribed-vips")
+    page.click(f'{cond("")} > .group-head .add-condition')
+    set_condition(page, "/rules/2", "last_contact_at", "withinLast")
+    page.fill(f'{cond("/rules/2")} .cond-value', "7")
+    rule = {"combinator": "or", "not": False, "rules": [
+        {"field": "events.purchase.sum.amount", "operator": ">=", "value": 100, "window": "30 days",
+         "where": {"currency": "EUR"}},
+        {"field": "segment", "operator": "memberOf", "value": "subscribed-vips"},
+        {"field": "last_contact_at", "operator": "withinLast", "value": "7 days"}]}
+    status, api = console_site.api("POST", f"{WS}/preview", body={"object_type": "contact", "rule": rule})
+    assert status == 200 and api["count"] > 0, api
+    expect(page.locator(".preview-count")).to_have_text(str(api["count"]))
+    page.wait_for_load_state("networkidle")
+    assert last_preview_rule(requests) == rule
+    shot(page, "builder-behaviour")

@@ -1,0 +1,107 @@
+"""Chat assignment, defaults and the live feed in a real browser: a rule set in the console assigns a
+conversation (seen arriving in the feed), a pinned default changes what the agent opens on, and a change
+that makes a contact enter a segment shows up in the feed filtered to that segment."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import ConsoleSite, shot, sign_in
+
+WS = "/v1/workspaces/acme"
+
+
+def tagged_segment(site: ConsoleSite, tag: str, name: str) -> dict[str, Any]:
+    """A contact segment of the contacts carrying `tag`: only this test's records are in it."""
+    status, body = site.api("POST", f"{WS}/segments", body={"object_type": "contact", "name": name, "rule": {
+        "combinator": "and", "rules": [{"field": "tags", "operator": "hasAny", "value": [tag]}]}})
+    assert status == 201, body
+    return body
+
+
+def publish_contact(site: ConsoleSite, record_id: str, tags: list[str]) -> None:
+    site.harness.publisher.publish_batches("acme", [
+        {"op": "upsert", "object_type": "contact", "id": record_id, "version": 1, "fields": {"tags": tags}}], batch_size=1)
+    site.harness.publisher.flush()
+
+
+def open_feed(page: Any, segment_id: str | None = None) -> None:
+    page.click("#nav a[data-route=feed]")
+    if segment_id:
+        page.check(f".feed-filter input[value='{segment_id}']")
+    expect(page.locator("#feed-state")).to_have_attribute("data-state", "live")
+
+
+def test_assignment_rule_assigns_a_conversation_seen_in_the_feed(page: Any, console_site: ConsoleSite) -> None:
+    run = uuid.uuid4().hex[:6]
+    segment = tagged_segment(console_site, f"chat-{run}", f"Chat routing {run}")
+    contact = f"chat-{run}"
+    publish_contact(console_site, contact, [f"chat-{run}"])
+    console_site.harness.wait_for(
+        lambda: console_site.api("GET", f"{WS}/segments/{segment['id']}/members/{contact}")[1].get("member"),
+        what="the contact in the routing segment")
+
+    sign_in(page, console_site, "acme-admin", "assignment")
+    page.click(".add-rule")
+    last = page.locator("#assignment-rules tbody tr").last
+    last.locator(".assign-segment").select_option(segment["id"])
+    last.locator(".assign-target").select_option("dave")
+    page.click(".save-rules")
+    expect(page.locator("#notice")).to_contain_text("Saved")
+    status, rules = console_site.api("GET", f"{WS}/assignment-rules")
+    assert {"segment_id": segment["id"], "assign_to": {"member": "dave"}}.items() <= {
+        k: v for k, v in rules["rules"][-1].items() if k != "id"}.items()
+    shot(page, "assignment")
+
+    open_feed(page)
+    conversation = f"conv-{run}"
+    console_site.harness.publisher.publish_conversation("acme", conversation, contact)
+    console_site.harness.publisher.flush()
+    row = page.locator(f"tr.feed-row.assigned[data-conversation='{conversation}']")
+    expect(row).to_contain_text("to dave", timeout=30_000)
+    expect(row).to_contain_text(segment["name"])
+    shot(page, "feed-assigned")
+
+
+def test_stale_version_is_refused_in_words(page: Any, console_site: ConsoleSite) -> None:
+    sign_in(page, console_site, "acme-admin", "assignment")
+    page.wait_for_selector(".save-rules")
+    status, current = console_site.api("GET", f"{WS}/assignment-rules")
+    status, _ = console_site.api("PUT", f"{WS}/assignment-rules", body=current)  # someone else saves meanwhile
+    assert status == 200
+    page.click(".save-rules")
+    expect(page.locator("#notice")).to_contain_text("someone else changed the rules")
+    expect(page.locator("button:has-text('Reload their version')")).to_be_visible()
+
+
+def test_pinning_a_default_changes_what_i_open_on(page: Any, console_site: ConsoleSite) -> None:
+    run = uuid.uuid4().hex[:6]
+    segment = tagged_segment(console_site, f"pin-{run}", f"Pinned {run}")
+    sign_in(page, console_site, "acme-agent", "defaults")
+    opens_on = page.locator("#resolved-table tr[data-object-type=contact] .opens-on")
+    expect(opens_on).not_to_have_text(segment["name"])
+    page.select_option("select.default-mine[data-object-type=contact]", segment["id"])
+    expect(opens_on).to_have_text(segment["name"])
+    expect(page.locator("#resolved-table tr[data-object-type=contact] .source")).to_have_text("your pin")
+    status, resolved = console_site.api("GET", f"{WS}/defaults/resolved", "acme-agent")
+    assert resolved["defaults"]["contact"] == {"segment_id": segment["id"], "source": "pin"}
+    shot(page, "defaults")
+    page.select_option("select.default-mine[data-object-type=contact]", "")  # leave dave unpinned
+    expect(opens_on).not_to_have_text(segment["name"])
+
+
+def test_entered_event_arrives_in_the_feed_filtered_by_segment(page: Any, console_site: ConsoleSite) -> None:
+    run = uuid.uuid4().hex[:6]
+    watched = tagged_segment(console_site, f"feed-{run}", f"Feed watched {run}")
+    other = tagged_segment(console_site, f"other-{run}", f"Feed other {run}")
+    sign_in(page, console_site, "acme-admin", "segments")
+    open_feed(page, watched["id"])
+    # One record enters both segments in one change: only the watched one's event is shown.
+    publish_contact(console_site, f"feed-{run}", [f"feed-{run}", f"other-{run}"])
+    row = page.locator(f"tr.feed-row.entered[data-record='feed-{run}']")
+    expect(row).to_contain_text(watched["name"], timeout=30_000)
+    expect(row).to_contain_text("the record changed")
+    expect(page.locator(f"tr.feed-row[data-segment='{other['id']}']")).to_have_count(0)
+    shot(page, "feed")
