@@ -99,7 +99,7 @@ export function go(...parts) {
 
 /** A small square of the segment's colour (an empty outlined one when it has none). */
 export function swatch(colour) {
-  const el = h("span", { class: "swatch", "aria-hidden": "true" });
+  const el = h("span", { class: colour ? "swatch" : "swatch none", "aria-hidden": "true" });
   if (colour) el.style.background = colour;
   return el;
 }

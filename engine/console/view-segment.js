@@ -276,6 +276,7 @@ export async function render(root, params) {
       syncValue();
     };
     const syncValue = () => {
+      opSelect.disabled = !fieldSelect.value;
       value.disabled = NO_VALUE_OPS.has(opSelect.value) || !fieldSelect.value;
       value.placeholder = DURATION_OPS.has(opSelect.value) ? "e.g. 30 days" : "value; several: a, b";
     };
@@ -307,7 +308,8 @@ export async function render(root, params) {
         // The filter is one condition at /rules/0: every problem belongs to it.
         problems.hidden = !list.length;
         problems.textContent = list.map((p) => String(p.message || p.code)
-          .replace(/^field '[^']*' \([a-z]+\) operator '[^']*': /, "")).join(" ");
+          .replace(/^field '[^']*' \([a-z]+\) operator '[^']*': /, "")).join(" ")
+          + (list.length ? ". The members below are still those of the last filter that worked." : "");
         element.classList.toggle("invalid", Boolean(list.length));
       },
     };
