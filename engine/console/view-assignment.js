@@ -61,7 +61,7 @@ export async function render(root) {
       h("td", {}, h("select", { class: "assign-segment", "aria-label": `Rule ${i + 1}: segment`, disabled: !canWrite,
         onchange: (e) => { rule.segment_id = e.target.value; } },
       h("option", { value: "" }, "(choose a contact segment)"),
-      rule.segment_id && !segmentName.has(rule.segment_id) ? h("option", { value: rule.segment_id, selected: true }, `${rule.segment_id} (missing)`) : null,
+      rule.segment_id && !segmentName.has(rule.segment_id) ? h("option", { value: rule.segment_id, selected: true }, `${rule.segment_id} (deleted, or hidden from you)`) : null,
       segments.map((s) => h("option", { value: s.id, selected: s.id === rule.segment_id }, s.name)))),
       h("td", {}, h("div", { class: "inline-controls" },
         h("select", { class: "assign-kind", "aria-label": `Rule ${i + 1}: assign to`, disabled: !canWrite,
@@ -108,10 +108,17 @@ export async function render(root) {
         h("p", { class: "muted small" }, "Members, who take conversations in turn:"), picker,
         h("div", { class: "problems" }));
     });
+    // The team list declares each member's group: offer those groups ready-made.
+    const declared = new Map();
+    for (const m of team || []) if (m.group) declared.set(m.group, [...(declared.get(m.group) || []), m.name]);
+    const taken = new Set(state.groups.map((g) => g.name));
     fill(groupsBox, cards.length ? cards : h("p", { class: "muted" }, "No groups yet."),
       canWrite ? h("div", { class: "toolbar" }, h("button", { type: "button", class: "add-group", onclick: () => {
         state.groups.push({ name: `group-${state.groups.length + 1}`, members: [] }); drawGroups(); drawRules();
-      } }, "+ Group")) : null);
+      } }, "+ Group"),
+      [...declared].filter(([name]) => !taken.has(name)).map(([name, names]) => h("button", { type: "button", class: "add-team-group",
+        title: names.join(", "), onclick: () => { state.groups.push({ name, members: names }); drawGroups(); drawRules(); } },
+      `+ "${name}" from the team list (${names.length})`))) : null);
   }
 
   function document_() {
@@ -135,7 +142,30 @@ export async function render(root) {
     }
   }
 
+  /** What is missing before a save can work, in plain words, with the JSON pointer of where to show it. */
+  function missingParts() {
+    const problems = [];
+    state.rules.forEach((r, i) => {
+      if (!r.segment_id) problems.push({ path: `/rules/${i}`, message: "Choose the segment this rule looks at." });
+      if (!r.target) problems.push({ path: `/rules/${i}`, message: r.kind === "group" ? "Choose a group." : "Choose a team member." });
+    });
+    const names = new Set();
+    for (const g of state.groups) {
+      if (!g.name) problems.push({ path: "/groups/", message: "Every group needs a name." });
+      else if (names.has(g.name)) problems.push({ path: `/groups/${g.name}`, message: "Two groups have this name." });
+      else if (!g.members.length) problems.push({ path: `/groups/${g.name}`, message: "Tick at least one member." });
+      names.add(g.name);
+    }
+    return problems;
+  }
+
   async function save() {
+    const missing = missingParts();
+    if (missing.length) {
+      showProblems(missing);
+      notify(`Not saved: ${missing.length === 1 ? "one thing is" : `${missing.length} things are`} missing, marked below.`, "error");
+      return;
+    }
     try {
       const saved = await busy("Saving the assignment rules", put(ws("/assignment-rules"), document_()));
       state.version = saved.version;
@@ -150,7 +180,11 @@ export async function render(root) {
         notify("Not saved: someone else changed the rules in the meantime.", "error");
         return;
       }
-      if (err instanceof ApiProblem && Array.isArray(err.body.problems)) showProblems(err.body.problems);
+      if (err instanceof ApiProblem && Array.isArray(err.body.problems) && err.body.problems.length) {
+        showProblems(err.body.problems);
+        notify("Not saved: the rules have problems, marked below.", "error");
+        return;
+      }
       notify(err.userMessage || String(err), "error");
     }
   }

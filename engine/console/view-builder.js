@@ -175,23 +175,23 @@ export async function render(root, params) {
 
   function groupView(group, path, parent, index) {
     const isRoot = parent === null;
-    const combinator = h("select", { class: "group-combinator", "aria-label": "How the conditions combine", disabled: !canWrite,
+    const combinator = h("select", { class: "group-combinator", "aria-label": "How the conditions combine",
       onchange: (e) => { group.combinator = e.target.value; changed(); } },
     h("option", { value: "and", selected: group.combinator === "and" }, "all of these match"),
     h("option", { value: "or", selected: group.combinator === "or" }, "any of these match"));
-    const negate = h("input", { type: "checkbox", class: "group-not", checked: group.not, disabled: !canWrite,
+    const negate = h("input", { type: "checkbox", class: "group-not", checked: group.not,
       onchange: (e) => { group.not = e.target.checked; changed({ structure: true }); } });
     const head = h("div", { class: "group-head" },
       h("span", { class: "group-word" }, isRoot ? "Records where" : "Where"), combinator,
       h("label", { class: "inline" }, negate, " NOT (the opposite)"),
       h("span", { class: "spacer" }),
-      canWrite ? h("button", { type: "button", class: "add-condition", onclick: () => {
+      h("button", { type: "button", class: "add-condition", onclick: () => {
         group.rules.push(newCondition(catalog[0].name)); changed({ structure: true });
-      } }, "+ Condition") : null,
-      canWrite ? h("button", { type: "button", class: "add-group", onclick: () => {
+      } }, "+ Condition"),
+      h("button", { type: "button", class: "add-group", onclick: () => {
         group.rules.push({ combinator: "or", not: false, rules: [newCondition(catalog[0].name)] }); changed({ structure: true });
-      } }, "+ Group") : null,
-      canWrite && !isRoot ? h("button", { type: "button", class: "remove danger", "aria-label": "Remove this group", onclick: () => {
+      } }, "+ Group"),
+      !isRoot ? h("button", { type: "button", class: "remove danger", "aria-label": "Remove this group", onclick: () => {
         parent.rules.splice(index, 1); changed({ structure: true });
       } }, "Remove group") : null);
     const body = h("div", { class: "group-body" },
@@ -208,7 +208,7 @@ export async function render(root, params) {
     const custom = catalog.filter((f) => f.name.startsWith("custom."));
     const aggregate = parseAggregate(cond.field);
     const option = (value, label) => h("option", { value, selected: value === cond.field || (value === BEHAVIOUR && aggregate) }, label);
-    return h("select", { class: "cond-field", "aria-label": "Field", disabled: !canWrite, onchange: (e) => {
+    return h("select", { class: "cond-field", "aria-label": "Field", onchange: (e) => {
       const name = e.target.value === BEHAVIOUR ? aggregateName({ event: "purchase", fn: "count", prop: "" }) : e.target.value;
       Object.keys(cond).forEach((k) => delete cond[k]);
       Object.assign(cond, newCondition(name));
@@ -221,7 +221,7 @@ export async function render(root, params) {
 
   function operatorSelect(cond) {
     const type = typeOf(cond.field);
-    return h("select", { class: "cond-op", "aria-label": "Operator", disabled: !canWrite, onchange: (e) => {
+    return h("select", { class: "cond-op", "aria-label": "Operator", onchange: (e) => {
       const before = valueKind(cond.operator);
       cond.operator = e.target.value;
       if (valueKind(cond.operator) !== before) cond.value = defaultValue(cond.operator, type);
@@ -231,7 +231,7 @@ export async function render(root, params) {
   }
 
   function input(attrs, onValue) {
-    return h("input", { ...attrs, disabled: !canWrite, oninput: (e) => { onValue(e.target.value); changed(); } });
+    return h("input", { ...attrs, oninput: (e) => { onValue(e.target.value); changed(); } });
   }
 
   function valueEditor(cond) {
@@ -239,14 +239,14 @@ export async function render(root, params) {
     const kind = valueKind(cond.operator);
     if (kind === "none") return null;
     if (type === "segment") {
-      return h("select", { class: "cond-value", "aria-label": "Segment", disabled: !canWrite, onchange: (e) => { cond.value = e.target.value; changed(); } },
+      return h("select", { class: "cond-value", "aria-label": "Segment", onchange: (e) => { cond.value = e.target.value; changed(); } },
         choosable.length ? null : h("option", { value: "" }, "(no other segment of this type)"),
         choosable.map((s) => h("option", { value: s.id, selected: s.id === cond.value }, s.name)));
     }
     if (kind === "duration") {
       const d = parseDuration(cond.value);
-      const amount = h("input", { type: "number", min: 1, step: 1, class: "cond-value narrow", "aria-label": "How many", value: d.amount, disabled: !canWrite });
-      const unit = h("select", { class: "cond-unit", "aria-label": "Unit", disabled: !canWrite }, UNITS.map((u) => h("option", { value: u, selected: u === d.unit }, u)));
+      const amount = h("input", { type: "number", min: 1, step: 1, class: "cond-value narrow", "aria-label": "How many", value: d.amount });
+      const unit = h("select", { class: "cond-unit", "aria-label": "Unit" }, UNITS.map((u) => h("option", { value: u, selected: u === d.unit }, u)));
       const update = () => { cond.value = amount.value === "" ? "" : `${amount.value} ${unit.value}`; changed(); };
       amount.addEventListener("input", update);
       unit.addEventListener("change", update);
@@ -257,7 +257,7 @@ export async function render(root, params) {
         placeholder: "values, separated by commas", value: listText(cond.value) }, (text) => { cond.value = splitList(text); });
     }
     if (type === "boolean") {
-      return h("select", { class: "cond-value", "aria-label": "Value", disabled: !canWrite, onchange: (e) => { cond.value = e.target.value === "true"; changed(); } },
+      return h("select", { class: "cond-value", "aria-label": "Value", onchange: (e) => { cond.value = e.target.value === "true"; changed(); } },
         h("option", { value: "true", selected: cond.value === true || cond.value === "true" }, "yes"),
         h("option", { value: "false", selected: cond.value === false || cond.value === "false" }, "no"));
     }
@@ -282,7 +282,7 @@ export async function render(root, params) {
     const parts = parseAggregate(cond.field);
     if (!parts) return null;
     const rename = () => { cond.field = aggregateName(parts); changed(); };
-    const measure = h("select", { class: "agg-measure", "aria-label": "Measure", disabled: !canWrite, onchange: (e) => {
+    const measure = h("select", { class: "agg-measure", "aria-label": "Measure", onchange: (e) => {
       const wasDate = parts.fn === "last_seen";
       parts.fn = e.target.value;
       cond.field = aggregateName(parts);
@@ -290,10 +290,10 @@ export async function render(root, params) {
       changed({ structure: true });
     } }, Object.entries(MEASURES).map(([fn, words]) => h("option", { value: fn, selected: fn === parts.fn }, words)));
     const event = h("input", { type: "text", class: "agg-event narrow", "aria-label": "Event name", value: parts.event,
-      placeholder: "event, e.g. purchase", disabled: !canWrite, oninput: (e) => { parts.event = e.target.value.trim(); rename(); } });
+      placeholder: "event, e.g. purchase", oninput: (e) => { parts.event = e.target.value.trim(); rename(); } });
     const prop = ["sum", "min", "max"].includes(parts.fn)
       ? h("input", { type: "text", class: "agg-property narrow", "aria-label": "Event property", value: parts.prop,
-        placeholder: "property, e.g. amount", disabled: !canWrite, oninput: (e) => { parts.prop = e.target.value.trim(); rename(); } })
+        placeholder: "property, e.g. amount", oninput: (e) => { parts.prop = e.target.value.trim(); rename(); } })
       : null;
     return [measure, event, prop];
   }
@@ -303,15 +303,15 @@ export async function render(root, params) {
     if (!parseAggregate(cond.field)) return null;
     const window = parseDuration(cond.window);
     const windowAmount = h("input", { type: "number", min: 1, step: 1, class: "agg-window narrow", "aria-label": "Window length",
-      value: cond.window ? window.amount : "", placeholder: "all time", disabled: !canWrite });
-    const windowUnit = h("select", { class: "agg-window-unit", "aria-label": "Window unit", disabled: !canWrite },
+      value: cond.window ? window.amount : "", placeholder: "all time" });
+    const windowUnit = h("select", { class: "agg-window-unit", "aria-label": "Window unit" },
       UNITS.map((u) => h("option", { value: u, selected: u === window.unit }, u)));
     const setWindow = () => { if (windowAmount.value) cond.window = `${windowAmount.value} ${windowUnit.value}`; else delete cond.window; changed(); };
     windowAmount.addEventListener("input", setWindow);
     windowUnit.addEventListener("change", setWindow);
     const [whereKey = "", whereValue = ""] = Object.entries(cond.where || {})[0] || [];
-    const wKey = h("input", { type: "text", class: "agg-where-key narrow", "aria-label": "Only events whose property", value: whereKey, placeholder: "property", disabled: !canWrite });
-    const wValue = h("input", { type: "text", class: "agg-where-value narrow", "aria-label": "equals", value: whereValue, placeholder: "value", disabled: !canWrite });
+    const wKey = h("input", { type: "text", class: "agg-where-key narrow", "aria-label": "Only events whose property", value: whereKey, placeholder: "property" });
+    const wValue = h("input", { type: "text", class: "agg-where-value narrow", "aria-label": "equals", value: whereValue, placeholder: "value" });
     const setWhere = () => {
       if (wKey.value.trim() || wValue.value.trim()) cond.where = { [wKey.value.trim()]: wValue.value.trim() }; else delete cond.where;
       changed();
@@ -329,9 +329,9 @@ export async function render(root, params) {
     return h("div", { class: "rule-cond", dataset: { path } },
       h("div", { class: "cond-line" }, fieldSelect(cond), aggregateParts(cond), operatorSelect(cond), valueEditor(cond),
         h("span", { class: "spacer" }),
-        canWrite ? h("button", { type: "button", class: "remove", "aria-label": "Remove this condition", onclick: () => {
+        h("button", { type: "button", class: "remove", "aria-label": "Remove this condition", onclick: () => {
           parent.rules.splice(index, 1); changed({ structure: true });
-        } }, "Remove") : null),
+        } }, "Remove")),
       aggregateOptions(cond),
       h("div", { class: "problems", role: "alert" }));
   }
@@ -516,14 +516,14 @@ export async function render(root, params) {
   }
 
   const formTitle = h("h2", {}, segmentId ? "Segment details" : "Save as a new segment");
-  const title = h("h1", {}, existing ? `Edit "${existing.name}"` : `New ${objectType} segment`);
+  const title = h("h1", {}, existing ? (canWrite ? `Edit "${existing.name}"` : `"${existing.name}"`) : `New ${objectType} segment`);
   const form = h("form", { class: "panel save-form", onsubmit: save },
     formTitle,
     field("Name", name),
     field("Description", description),
     field("Colour", colour),
     h("div", { class: "grid2" }, hiddenFrom.el, defaultFor.el),
-    canWrite ? h("div", { class: "actions" }, saveButton) : h("p", { class: "muted" }, "Only admins can save segments; you can try rules and see their preview."));
+    canWrite ? h("div", { class: "actions" }, saveButton) : h("p", { class: "muted" }, "Only admins can save segments; you can still change the rule here to see its preview."));
 
   fill(root,
     title,

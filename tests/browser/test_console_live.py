@@ -65,6 +65,28 @@ def test_assignment_rule_assigns_a_conversation_seen_in_the_feed(page: Any, cons
     shot(page, "feed-assigned")
 
 
+def test_rules_are_saved_in_the_order_shown_with_a_team_group(page: Any, console_site: ConsoleSite) -> None:
+    run = uuid.uuid4().hex[:6]
+    first = tagged_segment(console_site, f"vip-{run}", f"Order first {run}")
+    second = tagged_segment(console_site, f"std-{run}", f"Order second {run}")
+    sign_in(page, console_site, "acme-admin", "assignment")
+    page.click("button.add-team-group:has-text('sales')")
+    for segment, kind, target in ((second, "member", "eve"), (first, "group", "sales")):
+        page.click(".add-rule")
+        row = page.locator("#assignment-rules tbody tr").last
+        row.locator(".assign-segment").select_option(segment["id"])
+        row.locator(".assign-kind").select_option(kind)
+        page.locator("#assignment-rules tbody tr").last.locator(".assign-target").select_option(target)
+    page.locator("#assignment-rules tbody tr").last.locator(".move-up").click()
+    page.click(".save-rules")
+    expect(page.locator("#notice")).to_contain_text("Saved")
+    status, doc = console_site.api("GET", f"{WS}/assignment-rules")
+    mine = [(r["segment_id"], r["assign_to"]) for r in doc["rules"] if r["segment_id"] in (first["id"], second["id"])]
+    assert mine == [(first["id"], {"group": "sales"}), (second["id"], {"member": "eve"})]
+    assert sorted(doc["groups"]["sales"]) == ["bob", "eve", "sam", "sue"]
+    shot(page, "assignment-ordered")
+
+
 def test_stale_version_is_refused_in_words(page: Any, console_site: ConsoleSite) -> None:
     sign_in(page, console_site, "acme-admin", "assignment")
     page.wait_for_selector(".save-rules")
@@ -105,3 +127,7 @@ def test_entered_event_arrives_in_the_feed_filtered_by_segment(page: Any, consol
     expect(row).to_contain_text("the record changed")
     expect(page.locator(f"tr.feed-row[data-segment='{other['id']}']")).to_have_count(0)
     shot(page, "feed")
+    # Leaving the view closes the stream (the console aborts its fetch); it is not left open in the background.
+    with page.expect_event("requestfailed", lambda request: "/events/stream" in request.url, timeout=5_000) as aborted:
+        page.click("#nav a[data-route=segments]")
+    assert f"segment_id={watched['id']}" in aborted.value.url
