@@ -20,8 +20,11 @@ const OPERATOR_WORDS = {
   before: "is before", after: "is after", withinLast: "is within the last", moreThanAgo: "is more than … ago",
   withinNext: "is within the next", memberOf: "is in segment", notMemberOf: "is not in segment",
 };
-const DATE_WORDS = { "=": "is on", "!=": "is not on", "<=": "is on or before", ">=": "is on or after" };
-const HIDDEN_DATE_OPS = new Set(["<", ">"]);
+// Dates are picked as days (UTC). Exact-instant comparisons (=, <, <= …) read oddly for a day, so dates
+// offer before / after / between and the relative operators; a rule that already uses one keeps it.
+const DATE_WORDS = { "=": "is exactly", "!=": "is not exactly", "<": "is before", ">": "is after", "<=": "is at or before", ">=": "is at or after" };
+const HIDDEN_DATE_OPS = new Set(["=", "!=", "<", ">", "<=", ">="]);
+const END_OF_DAY = "T23:59:59.999";
 const LIST_OPS = new Set(["in", "notIn", "hasAny", "hasAll", "hasNone"]);
 const PAIR_OPS = new Set(["between", "notBetween"]);
 const DURATION_OPS = new Set(["withinLast", "moreThanAgo", "withinNext"]);
@@ -214,9 +217,11 @@ export async function render(root, params) {
       Object.assign(cond, newCondition(name));
       changed({ structure: true });
     } },
+    fieldsByName.has(cond.field) || aggregate || cond.field === SEGMENT ? null
+      : h("option", { value: cond.field, selected: true }, `${cond.field} (not a field any more)`),
     h("optgroup", { label: "Fields" }, standard.map((f) => option(f.name, humanize(f.name)))),
     custom.length ? h("optgroup", { label: "Custom fields" }, custom.map((f) => option(f.name, humanize(f.name)))) : null,
-    h("optgroup", { label: "Activity and segments" }, option(BEHAVIOUR, "Activity (behavioural events)"), option(SEGMENT, "Segment membership")));
+    h("optgroup", { label: "Activity and segments" }, option(BEHAVIOUR, "Activity (events)"), option(SEGMENT, "Segment membership")));
   }
 
   function operatorSelect(cond) {
@@ -226,7 +231,7 @@ export async function render(root, params) {
       cond.operator = e.target.value;
       if (valueKind(cond.operator) !== before) cond.value = defaultValue(cond.operator, type);
       changed({ structure: true });
-    } }, operatorsFor(cond.field).map((op) => h("option", { value: op, selected: op === cond.operator },
+    } }, [...new Set([...operatorsFor(cond.field), cond.operator])].map((op) => h("option", { value: op, selected: op === cond.operator },
       (type === "datetime" && DATE_WORDS[op]) || OPERATOR_WORDS[op] || op)));
   }
 
@@ -262,19 +267,28 @@ export async function render(root, params) {
         h("option", { value: "false", selected: cond.value === false || cond.value === "false" }, "no"));
     }
     const scalarType = type === "number" ? "number" : type === "datetime" ? "date" : "text";
-    const toValue = (text) => (type === "number" && text !== "" && Number.isFinite(Number(text)) ? Number(text) : text);
-    const shown = (v) => (type === "datetime" ? String(v ?? "").slice(0, 10) : v ?? "");
+    // A day's upper bounds ("after", the end of "between") mean the end of that day, not its first instant.
+    const toValue = (text, upper = false) => {
+      if (type === "number") return text !== "" && Number.isFinite(Number(text)) ? Number(text) : text;
+      if (type === "datetime" && text && upper) return text + END_OF_DAY;
+      return text;
+    };
+    const shown = (v) => {
+      if (type !== "datetime") return v ?? "";
+      return typeof v === "number" ? new Date(v).toISOString().slice(0, 10) : String(v ?? "").slice(0, 10);
+    };
+    const label = (words) => (type === "datetime" ? `${words} (date, UTC)` : words);
     if (kind === "pair") {
       const bounds = Array.isArray(cond.value) ? [...cond.value] : ["", ""];
       cond.value = bounds;
       return [
-        input({ type: scalarType, class: "cond-value pair", "aria-label": "From", value: shown(bounds[0]) }, (t) => { cond.value[0] = toValue(t); }),
+        input({ type: scalarType, class: "cond-value pair", "aria-label": label("From"), value: shown(bounds[0]) }, (t) => { cond.value[0] = toValue(t); }),
         h("span", {}, "and"),
-        input({ type: scalarType, class: "cond-value-hi pair", "aria-label": "To", value: shown(bounds[1]) }, (t) => { cond.value[1] = toValue(t); }),
+        input({ type: scalarType, class: "cond-value-hi pair", "aria-label": label("To"), value: shown(bounds[1]) }, (t) => { cond.value[1] = toValue(t, true); }),
       ];
     }
-    return input({ type: scalarType, class: `cond-value${scalarType === "text" ? " wide" : ""}`, "aria-label": "Value",
-      value: shown(cond.value), step: type === "number" ? "any" : null }, (t) => { cond.value = toValue(t); });
+    return input({ type: scalarType, class: `cond-value${scalarType === "text" ? " wide" : ""}`, "aria-label": label("Value"),
+      value: shown(cond.value), step: type === "number" ? "any" : null }, (t) => { cond.value = toValue(t, cond.operator === "after"); });
   }
 
   /** An aggregate's parts read as a sentence after the field: "total of" [purchase] [amount]. */

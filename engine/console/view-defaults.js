@@ -5,7 +5,10 @@ import { ApiProblem, get, put, session, ws } from "./api.js";
 import { OBJECT_TYPES, attempt, busy, fill, h, notify } from "./ui.js";
 
 const SECTIONS = { contact: "Contacts", company: "Companies", deal: "Deals", ticket: "Tickets", task: "Tasks", product: "Products" };
-const SOURCE_WORDS = { pin: "your pin", member: "set for you on the segment", shared: "the team default" };
+const SOURCE_WORDS = {
+  me: { pin: "your pin", member: "set for you on the segment", shared: "the team default" },
+  other: { pin: "their pin", member: "set for them on the segment", shared: "the team default" },
+};
 
 export async function render(root) {
   const isAdmin = session.me.role !== "agent";
@@ -50,7 +53,9 @@ export async function render(root) {
     const query = isAdmin && viewedMember && viewedMember !== session.me.member ? `?member=${encodeURIComponent(viewedMember)}` : "";
     const answer = await attempt("Resolving what opens first", () => get(ws(`/defaults/resolved${query}`)));
     if (!answer) return;
-    const who = answer.member === session.me.member ? "I open" : `${answer.member} opens`;
+    const mine = answer.member === session.me.member;
+    const who = mine ? "I open" : `${answer.member} opens`;
+    const words = SOURCE_WORDS[mine ? "me" : "other"];
     const memberPicker = isAdmin && team.length
       ? h("label", { class: "inline" }, "For ", h("select", { id: "resolved-member", "aria-label": "Team member", onchange: (e) => { viewedMember = e.target.value; drawResolved(); } },
         [session.me.member, ...team.map((m) => m.name).filter((n) => n !== session.me.member)].map((n) =>
@@ -64,7 +69,7 @@ export async function render(root) {
           const entry = answer.defaults[t];
           return h("tr", { dataset: { objectType: t } }, h("td", {}, SECTIONS[t] || t),
             h("td", { class: "opens-on" }, entry ? h("a", { href: `#/segment/${encodeURIComponent(entry.segment_id)}` }, nameOf(entry.segment_id)) : h("span", { class: "muted" }, "all records")),
-            h("td", { class: "source" }, entry ? SOURCE_WORDS[entry.source] || entry.source : "—"));
+            h("td", { class: "source" }, entry ? words[entry.source] || entry.source : "—"));
         }))));
   }
 

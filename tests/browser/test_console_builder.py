@@ -151,11 +151,17 @@ def test_behaviour_and_segment_conditions_build_the_documented_rule(page: Any, c
     page.click(f'{cond("")} > .group-head .add-condition')
     set_condition(page, "/rules/2", "last_contact_at", "withinLast")
     page.fill(f'{cond("/rules/2")} .cond-value', "7")
+    page.click(f'{cond("")} > .group-head .add-condition')
+    set_condition(page, "/rules/3", "created_at", "between")
+    page.fill(f'{cond("/rules/3")} .cond-value', "2026-01-01")
+    page.fill(f'{cond("/rules/3")} .cond-value-hi', "2026-01-31")
     rule = {"combinator": "or", "not": False, "rules": [
         {"field": "events.purchase.sum.amount", "operator": ">=", "value": 100, "window": "30 days",
          "where": {"currency": "EUR"}},
         {"field": "segment", "operator": "memberOf", "value": "subscribed-vips"},
-        {"field": "last_contact_at", "operator": "withinLast", "value": "7 days"}]}
+        {"field": "last_contact_at", "operator": "withinLast", "value": "7 days"},
+        # A day picked as the upper bound means the whole day.
+        {"field": "created_at", "operator": "between", "value": ["2026-01-01", "2026-01-31T23:59:59.999"]}]}
     status, api = console_site.api("POST", f"{WS}/preview", body={"object_type": "contact", "rule": rule})
     assert status == 200 and api["count"] > 0, api
     expect(page.locator(".preview-count")).to_have_text(str(api["count"]))

@@ -114,6 +114,25 @@ def test_pinning_a_default_changes_what_i_open_on(page: Any, console_site: Conso
     expect(opens_on).not_to_have_text(segment["name"])
 
 
+def test_defaults_per_agent_come_from_the_segments_default_for(page: Any, console_site: ConsoleSite) -> None:
+    run = uuid.uuid4().hex[:6]
+    status, segment = console_site.api("POST", f"{WS}/segments", body={
+        "object_type": "deal", "name": f"Bob's deals {run}", "default_for": ["bob"],
+        "rule": {"combinator": "and", "rules": [{"field": "owner", "operator": "=", "value": "bob"}]}})
+    assert status == 201, segment
+    sign_in(page, console_site, "acme-admin", "defaults")
+    row = page.locator("#member-defaults tr", has_text=segment["name"])
+    expect(row).to_contain_text("bob")
+    expect(row.locator("a")).to_have_attribute("href", f"#/builder/deal/{segment['id']}")
+    page.select_option("#resolved-member", "bob")
+    bob = page.locator("#resolved-table tr[data-object-type=deal]")
+    expect(bob.locator(".opens-on")).to_have_text(segment["name"])
+    expect(bob.locator(".source")).to_have_text("set for them on the segment")
+    status, resolved = console_site.api("GET", f"{WS}/defaults/resolved?member=bob")
+    assert resolved["defaults"]["deal"] == {"segment_id": segment["id"], "source": "member"}
+    shot(page, "defaults-admin")
+
+
 def test_entered_event_arrives_in_the_feed_filtered_by_segment(page: Any, console_site: ConsoleSite) -> None:
     run = uuid.uuid4().hex[:6]
     watched = tagged_segment(console_site, f"feed-{run}", f"Feed watched {run}")
