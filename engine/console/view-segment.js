@@ -278,7 +278,9 @@ export async function render(root, params) {
     const syncValue = () => {
       opSelect.disabled = !fieldSelect.value;
       value.disabled = NO_VALUE_OPS.has(opSelect.value) || !fieldSelect.value;
-      value.placeholder = DURATION_OPS.has(opSelect.value) ? "e.g. 30 days" : "value; several: a, b";
+      const type = catalog?.fields.get(fieldSelect.value)?.type;
+      value.placeholder = DURATION_OPS.has(opSelect.value) ? "e.g. 30 days"
+        : type === "datetime" ? "a date, e.g. 2026-01-31" : type === "boolean" ? "true or false" : "value; several: a, b";
     };
     fieldSelect.addEventListener("change", fillOperators);
     opSelect.addEventListener("change", syncValue);

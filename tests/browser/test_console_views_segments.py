@@ -149,3 +149,8 @@ def test_management_recalculates_with_progress_and_edits_the_interval(page: Any,
     assert after["version"] > before
     expect(page.locator(f"#manage-table tr[data-id='{segment['id']}'] td.count")).to_have_text(f"{after['member_count']:,}")
     shot(page, "manage")
+
+    page.click("#recalculate-all")
+    expect(page.locator("#recalc-progress h2")).to_have_text("Recalculating every active segment")
+    expect(page.locator("#recalc-progress .recalc-status.done")).to_contain_text("Done", timeout=30_000)
+    assert console_site.api("GET", f"{WS}/segments/{segment['id']}")[1]["version"] > after["version"]
