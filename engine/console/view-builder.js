@@ -493,7 +493,8 @@ export async function render(root, params) {
     schedulePreview();
   }
 
-  /** The worker fills a new or edited segment over every stored record: follow it on /health until done. */
+  /** The worker fills a new or edited segment over every stored record: follow it on /health until done.
+   * Only this worker's partitions are seen (the page may talk to no other host). */
   function followBackfill(segment) {
     clearTimeout(state.backfillTimer);
     progress.hidden = false;
@@ -502,6 +503,7 @@ export async function render(root, params) {
     fill(progress, h("h2", {}, "Filling the segment"), bar, status);
     let quiet = 0;
     let most = 0;
+    const started = Date.now();
     const poll = async () => {
       let health;
       try {
@@ -510,9 +512,14 @@ export async function render(root, params) {
         status.textContent = "The worker cannot be reached to follow the progress.";
         return;
       }
-      const left = Object.values(health.backfill_pending || {}).reduce((a, b) => a + b, 0);
+      const sum = (figures) => Object.values(figures || {}).reduce((a, b) => a + b, 0);
+      // Done when nothing is left to check and nothing is waiting to be applied (the change that starts
+      // the filling travels as a message: until it is applied it shows as lag), twice in a row. Under
+      // steady traffic the lag never reaches 0, so after 10 s only the records left to check count.
+      const left = sum(health.backfill_pending);
+      const queued = Date.now() - started < 10_000 ? sum(health.lag) : 0;
       most = Math.max(most, left);
-      quiet = left ? 0 : quiet + 1;
+      quiet = left || queued ? 0 : quiet + 1;
       if (quiet < 2) {
         if (most) { bar.max = most; bar.value = most - left; }
         status.textContent = left ? `${formatCount(left)} records left to check…` : "Filling the segment from the stored records…";
