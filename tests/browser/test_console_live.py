@@ -3,6 +3,7 @@ conversation (seen arriving in the feed), a pinned default changes what the agen
 that makes a contact enter a segment shows up in the feed filtered to that segment."""
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -150,3 +151,31 @@ def test_entered_event_arrives_in_the_feed_filtered_by_segment(page: Any, consol
     with page.expect_event("requestfailed", lambda request: "/events/stream" in request.url, timeout=5_000) as aborted:
         page.click("#nav a[data-route=segments]")
     assert f"segment_id={watched['id']}" in aborted.value.url
+
+
+def test_feed_reconnects_after_the_stream_drops(page: Any, console_site: ConsoleSite) -> None:
+    """The first stream ends after one event (as when a worker restarts); the console says so, reconnects
+    to the real stream by itself and keeps the event it had."""
+    event = {"specversion": "1.0", "id": "e-drop", "source": "segment-engine", "type": "segment.exited",
+             "time": "2026-12-05T08:00:00Z", "workspace": "acme", "data": {
+                 "object_type": "contact", "segment_id": "warm-leads", "record_id": "c1", "record_version": 2,
+                 "segment_version": 1, "cause": "time", "at": 0}}
+    streams: list[str] = []
+
+    def first_one_drops(route: Any) -> None:
+        streams.append(route.request.url)
+        if len(streams) == 1:
+            route.fulfill(status=200, headers={"Content-Type": "text/event-stream"},
+                          body=f": subscribed\n\ndata: {json.dumps(event)}\n\n")
+        else:
+            route.continue_()
+
+    page.route("**/events/stream*", first_one_drops)
+    sign_in(page, console_site, "acme-admin", "feed")
+    expect(page.locator("tr.feed-row.exited[data-record=c1]")).to_contain_text("Warm leads")
+    expect(page.locator("tr.feed-row.exited[data-record=c1]")).to_contain_text("time passed")
+    expect(page.locator("#feed-state")).to_have_attribute("data-state", "waiting")
+    expect(page.locator("#feed-state")).to_contain_text("Reconnecting")
+    expect(page.locator("#feed-state")).to_have_attribute("data-state", "live", timeout=10_000)
+    assert len(streams) == 2
+    expect(page.locator("tr.feed-row.exited[data-record=c1]")).to_have_count(1)
