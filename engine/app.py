@@ -36,6 +36,7 @@ from engine.defaults import DefaultsBook
 from engine.envelope import encode, envelope, segment_key
 from engine.errors import (BadMessage, InternalError, MalformedJson, MessageTooLarge, SchemaViolation,
                            UnknownWorkspace)
+from engine.feed import Feed
 from engine.intake import decode_message
 from engine.monitor import EngineMonitor
 from engine.observe import EngineCollector, consumer_lag
@@ -142,6 +143,8 @@ class Engine:
         self.sync = PartitionSync(self.registry, self.state, self.processor, self.checkpoint, self.now_of)
         self.backfill_pending = self.sync.pending  # partition -> records left to scan (for /health and metrics)
         self.cluster = Cluster(self)
+        # The live feed's reader (engine/feed.py): started by its first subscriber, ended with the web server.
+        self.feed = Feed(settings.bootstrap_servers, [(self.events_topic_name, n), (self.assignments_topic_name, n)])
         self.app.agent(self.records_topic, name="apply-record-changes")(self._agent)
         self.app.task(self._read_definitions)
         if settings.clock == "system":
@@ -156,6 +159,7 @@ class Engine:
         REGISTRY.register(EngineCollector(self))
         metrics.start_series()
         install_routes(self)
+        self.app.web.web_app.on_shutdown.append(lambda _: self.feed.stop())  # open streams end, not time out
         self.app.on_partitions_revoked.connect(self._forget_synced)
         self.app.on_partitions_assigned.connect(self._nudge_assigned)
 

@@ -118,6 +118,11 @@ SEGMENT_OPERATIONS: list[Operation] = [
 WS = "/v1/workspaces/{workspace}"
 RECORD = WS + "/records/{object_type}/{record_id}"
 _OBJECT = ("a JSON object", "Object")
+MEMBER_QUERY = (
+    Param("fields", "comma-separated catalog fields to return with each member (e.g. `email,custom.plan`)"),
+    Param("q", "case-insensitive search in the record id and the chosen fields (all fields when none chosen)"),
+    Param("filter", "an extra rule (JSON, URL-encoded) the members must also match"),
+)
 QUERY_OPERATIONS: list[Operation] = [
     Operation("GET", RECORD, "getRecord", "A record as the engine knows it and the segments it is in (cached)",
               "queries", {200: _OBJECT}),
@@ -128,16 +133,46 @@ QUERY_OPERATIONS: list[Operation] = [
     Operation("GET", SEGMENT + "/explain/{record_id}", "explainRecord",
               "Why the record matches or not, condition by condition", "queries", {200: _OBJECT}),
     Operation("GET", SEGMENT + "/count", "countMembers", "Member count of the segment", "queries", {200: _OBJECT}),
-    Operation("GET", SEGMENT + "/members", "listMembers", "A page of members sorted by record id", "queries",
-              {200: _OBJECT, 400: ("bad `limit` or `cursor` (`bad_request`)", "Error")},
+    Operation("GET", SEGMENT + "/members", "listMembers",
+              "A page of members sorted by record id, with chosen fields, searched and filtered", "queries",
+              {200: ("`{segment_id, members: [ids], records: [{id, fields}] (with `fields`), next_cursor}`", "Object"),
+               400: ("bad `limit`, `cursor`, `fields` or `filter` JSON (`bad_request`, with `parameter`)", "Error"),
+               422: ("`filter` is not a valid rule (`invalid_rule` with `problems`)", "Error")},
               query=(Param("limit", "page size, 1-1000 (default 100)", {"type": "integer"}),
-                     Param("cursor", "`next_cursor` of the previous page"))),
-    Operation("GET", SEGMENT + "/export", "exportMembers", "Every member, streamed as CSV or NDJSON", "queries",
-              {200: ("text/csv or application/x-ndjson", None), 400: ("bad `format` (`bad_request`)", "Error")},
-              query=(Param("format", "csv (default) or ndjson", {"enum": ["csv", "ndjson"]}),)),
+                     Param("cursor", "`next_cursor` of the previous page"), *MEMBER_QUERY),
+              description="A search or filter examines at most 5,000 members per partition for one page: a page "
+                          "can then hold fewer than `limit` members with a `next_cursor` to go on from."),
+    Operation("GET", SEGMENT + "/export", "exportMembers",
+              "Every member (searched and filtered like the members page), streamed as CSV or NDJSON", "queries",
+              {200: ("text/csv (columns record_id and the fields; dates ISO-8601, lists as JSON) or "
+                     "application/x-ndjson (the fields as keys)", None),
+               400: ("bad `format`, `fields` or `filter` JSON (`bad_request`)", "Error"),
+               422: ("`filter` is not a valid rule (`invalid_rule` with `problems`)", "Error")},
+              query=(Param("format", "csv (default) or ndjson", {"enum": ["csv", "ndjson"]}), *MEMBER_QUERY)),
     Operation("POST", WS + "/preview", "previewRule", "Count and sample of the records an unsaved rule matches",
               "queries", {200: _OBJECT, 400: ("bad body (`bad_request`)", "Error"),
                           422: ("`invalid_rule` with `problems`", "Error")}, body="Object"),
+    Operation("POST", SEGMENT + "/preview", "previewEdit",
+              "What saving a new rule would do to a dynamic segment's members now (`{rule, sample_size?}`)",
+              "queries", {200: ("`{segment_id, count, sample, added: {count, sample}, removed: {count, sample}, "
+                                "scanned, took_ms}`", "Object"),
+                          400: ("bad body (`bad_request`)", "Error"),
+                          409: ("the segment is static (`not_dynamic`)", "Error"),
+                          422: ("`invalid_rule` with `problems`", "Error")}, body="Object",
+              description="added: records the rule matches that are not members; removed: members it does not "
+                          "match. Samples are the first record ids in order."),
+    Operation("GET", WS + "/events/stream", "eventStream",
+              "The live feed: segment and chat assignment events as they happen (server-sent events)", "queries",
+              {200: ("`text/event-stream`: `data: <event JSON>` per event, `: keepalive` every 15 s, "
+                     "`event: overflow` before closing a client more than 1,000 events behind", None),
+               400: ("bad `limit` (`bad_request`)", "Error"),
+               503: ("the event topics cannot be reached (`not_ready`)", "Error")},
+              query=(Param("segment_id", "only this segment's events (repeat for several; conversation "
+                                         "events always come)"),
+                     Param("limit", "close the stream after this many events (default: never)", {"type": "integer"})),
+              description="New events only. segment.entered / exited / deleted of the segments the caller may see, "
+                          "and conversation.assigned / unassigned (for an agent without the ids of segments hidden "
+                          "from them). Read it with fetch() to send the bearer token."),
     Operation("GET", WS + "/segment-figures", "segmentFigures",
               "Per segment key (`ws/type/id`): member_count and evaluation_cost (evaluations and CPU per second, too_heavy)",
               "queries", {200: _OBJECT}),

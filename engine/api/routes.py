@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine.api import account, assignment, catalog, console, defaults, health, imports, openapi, queries, segments, team
+from engine.api import account, assignment, catalog, console, defaults, feed, health, imports, openapi, queries, segments, team
 from engine.api.auth import load_tokens
 from engine.api.parser_errors import answer_parser_errors_in_json
 from engine.api.server import Routes
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def all_routes() -> Routes:
     routes = Routes()
-    for module in (segments, queries, imports, assignment, account, team, defaults, catalog, health, openapi, console):
+    for module in (segments, queries, feed, imports, assignment, account, team, defaults, catalog, health, openapi, console):
         module.register(routes)
     return routes
 

@@ -78,6 +78,8 @@ PROTECTED: dict[tuple[str, str], Call] = {
     ("GET", SEG + "/members"): Call(segment="vip-list", query="?limit=10"),
     ("GET", SEG + "/export"): Call(segment="vip-list", query="?format=ndjson"),
     ("POST", WS + "/preview"): Call(body={"object_type": "contact", "rule": PL}),
+    ("POST", SEG + "/preview"): Call(body={"rule": PL}),
+    ("GET", WS + "/events/stream"): Call(query="?limit=0"),  # limit: the stream ends (after 0 events)
     ("GET", WS + "/segment-figures"): Call(),
     ("GET", WS + "/assignment-rules"): Call(),
     ("PUT", WS + "/assignment-rules"): Call(body={"rules": [], "groups": {}}, write=True),
