@@ -123,8 +123,11 @@ export async function render(root) {
           bar.value = i + chunk.length;
           status.textContent = `Sent ${formatCount(i + chunk.length)} of ${formatCount(ids.length)} record ids…`;
         }
+        status.textContent = "Sent. Waiting for the list to take them in…";
+        const count = await settledCount(list, target.value === "" ? ids.length : null);
         const verb = mode.value === "remove" ? "Removed" : "Added";
         fill(status, h("strong", {}, "Done. "), `${verb} ${formatCount(ids.length)} record ids ${mode.value === "remove" ? "from" : "to"} “${list.name}”. `,
+          `It now has ${formatCount(count)} ${count === 1 ? "member" : "members"}. `,
           h("a", { href: `#/segment/${encodeURIComponent(list.id)}`, id: "import-open" }, "Open the list"));
         status.classList.add("done");
         newName.value = importName();
@@ -138,6 +141,21 @@ export async function render(root) {
     } finally {
       start.disabled = false;
     }
+  }
+
+  /** The list's member count once the stream has applied the import: `expected` when it is known (a new
+   * list), else when it has not moved for a few polls. Gives up waiting after about 20 s. */
+  async function settledCount(list, expected) {
+    const countOf = async () => (await get(ws(`/segments/${encodeURIComponent(list.id)}/count`))).member_count;
+    let last = await countOf();
+    let still = 0;
+    for (let i = 0; i < 40 && (expected === null ? still < 3 : last !== expected); i += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const now = await countOf();
+      still = now === last ? still + 1 : 0;
+      last = now;
+    }
+    return last;
   }
 
   // ---- list and members ------------------------------------------------------------------------------

@@ -37,12 +37,12 @@ def test_import_a_csv_into_a_new_static_segment_then_remove_a_member(page: Any, 
     expect(page.locator("#import-target")).to_have_value("")  # a new list
     page.fill("#import-name", name)
     page.click("#import-start")
-    expect(page.locator("#import-progress .done")).to_contain_text(f"Added 30 record ids to “{name}”", timeout=30_000)
+    expect(page.locator("#import-progress .done")).to_contain_text(f"Added 30 record ids to “{name}”. It now has 30 members", timeout=30_000)
     shot(page, "static-imported")
     segment = next(s for s in api(console_site, "/segments")["segments"] if s["name"] == name)
     assert segment["kind"] == "static"
-    console_site.harness.wait_for(lambda: api(console_site, f"/segments/{segment['id']}/count")["member_count"] == 30,
-                                  what="the import applied")
+    assert api(console_site, f"/segments/{segment['id']}/count")["member_count"] == 30  # the view waited for it
+    expect(page.locator(f"#static-table tr[data-id='{segment['id']}'] td.count")).to_have_text("30")
 
     page.click("#import-open")
     expect(page.locator("#member-count")).to_have_text("30")
