@@ -466,8 +466,15 @@ export async function render(root, params) {
       hidden_from: hiddenFrom.values(), rule: ruleForApi(state.rule),
     };
     const defaults = defaultFor.values();
+    const both = defaults.filter((m) => body.hidden_from.includes(m));
+    if (both.length) {
+      notify(`${both.join(", ")} ${both.length === 1 ? "is" : "are"} ticked under both "Hidden from" and "Default for": `
+        + "a segment cannot open by default for someone who cannot see it.", "error");
+      return;
+    }
     if (defaults.length || (state.original && "default_for" in state.original)) body.default_for = defaults;
     let saved;
+    saveButton.disabled = true; // one save at a time: a double click must not create the segment twice
     try {
       clearTimeout(state.previewTimer);
       saved = await busy(state.segmentId ? "Saving the segment" : "Creating the segment", state.segmentId
@@ -477,6 +484,8 @@ export async function render(root, params) {
       if (err instanceof ApiProblem && err.problems.length) showProblems(err.problems);
       notify(err.userMessage || String(err), "error");
       return;
+    } finally {
+      saveButton.disabled = false;
     }
     const created = !state.segmentId;
     state.segmentId = saved.id;
