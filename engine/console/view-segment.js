@@ -138,7 +138,12 @@ export async function render(root, params) {
       h("div", {}, h("dt", {}, "Status"), h("dd", { id: "segment-status" }, segment.status === "inactive" ? "Inactive (members frozen)" : "Active")),
       h("div", {}, h("dt", {}, "Object type"), h("dd", {}, segment.object_type)),
       h("div", {}, h("dt", {}, "Last counted"), h("dd", {}, formatDate(segment.last_counted))),
-      h("div", {}, h("dt", {}, "Modified"), h("dd", {}, formatDate(segment.modified_at)))));
+      h("div", {}, h("dt", {}, "Modified"), h("dd", {}, formatDate(segment.modified_at))),
+      segment.owner ? h("div", {}, h("dt", {}, "Owner"), h("dd", {}, segment.owner)) : null,
+      segment.recalculation_interval_minutes
+        ? h("div", {}, h("dt", {}, "Recalculated"), h("dd", {}, `every ${segment.recalculation_interval_minutes} min`)) : null,
+      segment.hidden_from?.length ? h("div", {}, h("dt", {}, "Hidden from"), h("dd", {}, segment.hidden_from.join(", "))) : null,
+      segment.default_for?.length ? h("div", {}, h("dt", {}, "Default for"), h("dd", {}, segment.default_for.join(", "))) : null));
 
   // ---- members toolbar -------------------------------------------------------------------------------
   const search = h("input", { id: "member-search", type: "search", placeholder: "Text in the shown fields", autocomplete: "off" });
