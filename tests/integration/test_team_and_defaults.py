@@ -9,6 +9,7 @@ starts later answers the same.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,9 +17,13 @@ from typing import Any, Iterator
 
 import orjson
 import pytest
+from kafka import KafkaProducer
+
+import topics
 
 from engine.admin import ensure_topics
 from engine.broker import LocalBroker
+from engine.envelope import encode, envelope
 from engine.settings import Settings
 from tests.conftest import FIXTURES, Harness, WorkerProcess
 from tests.reliability.hostile import http
@@ -184,6 +189,43 @@ def test_import_without_a_segment_creates_a_static_segment_named_after_it(site: 
     assert error(site.call("POST", f"{WS}/imports", body={"record_ids": ["x"]})) == (422, "missing_object_type")
     assert error(site.call("POST", f"{WS}/imports", body={"object_type": "contact", "record_ids": []})) == (
         400, "bad_request")
+
+
+def test_bad_default_messages_are_dead_lettered_and_later_ones_still_apply(site: Site) -> None:
+    """The default-segments topic is read by the same reader as the segment registry: a bad message must
+    not wedge it, nor be applied."""
+    segment = site.create(object_type="task", rule={"combinator": "and", "rules": [
+        {"field": "is_completed", "operator": "=", "value": False}]})
+    name = topics.DEFAULT_SEGMENTS.full_name(site.harness.settings.topic_prefix)
+
+    def default(workspace: str = "acme", **data: Any) -> bytes:
+        return encode(envelope("default.segment", {"scope": "shared", "member": None, "object_type": "task",
+                                                   "segment_id": segment["id"], "version": 10, **data},
+                               workspace=workspace))
+
+    pills = {
+        b"{not json": "malformed_json",
+        default(scope="member"): "schema_violation",  # a pin without its member
+        default(object_type="planet"): "schema_violation",
+        default(workspace="initech"): "unknown_workspace",
+        encode(envelope("segment.removed", {"id": "x", "object_type": "task", "version": 1}, workspace="acme")):
+            "schema_violation",
+    }
+    producer = KafkaProducer(bootstrap_servers=site.harness.settings.bootstrap_servers)
+    try:
+        offsets = {producer.send(name, value, key=b"acme/shared/task", partition=0).get(timeout=30).offset: code
+                   for value, code in pills.items()}
+        producer.send(name, default(version=int(time.time() * 1000)), key=b"acme/shared/task", partition=0).get(30)
+    finally:
+        producer.close()
+    site.harness.wait_for(lambda: site.resolved("eve").get("task") == (segment["id"], "shared"),
+                          what="the good default after the bad ones")
+
+    def letters() -> dict[int, str]:
+        return {d["data"]["offset"]: d["data"]["code"] for d in site.harness.read_topic(topics.DEAD_LETTERS)
+                if d["data"]["topic"] == name}
+    assert site.harness.wait_for(lambda: letters() if len(letters()) == len(pills) else None,
+                                 what="dead letters") == offsets
 
 
 def test_defaults_survive_a_worker_restart(site: Site) -> None:
