@@ -472,7 +472,7 @@ export async function render(root, params) {
         + "a segment cannot open by default for someone who cannot see it.", "error");
       return;
     }
-    if (defaults.length || (state.original && "default_for" in state.original)) body.default_for = defaults;
+    body.default_for = defaults;
     let saved;
     saveButton.disabled = true; // one save at a time: a double click must not create the segment twice
     try {
@@ -481,7 +481,11 @@ export async function render(root, params) {
         ? patch(ws(`/segments/${encodeURIComponent(state.segmentId)}`), body)
         : post(ws("/segments"), { ...body, object_type: objectType, description: body.description || undefined }));
     } catch (err) {
-      if (err instanceof ApiProblem && err.problems.length) showProblems(err.problems);
+      if (err instanceof ApiProblem && err.problems.length) {
+        showProblems(err.problems);
+        notify("Not saved: fix the highlighted conditions of the rule.", "error");
+        return;
+      }
       notify(err.userMessage || String(err), "error");
       return;
     } finally {
