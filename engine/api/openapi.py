@@ -197,7 +197,7 @@ ASSIGNMENT_OPERATIONS: list[Operation] = [
                403: ("the token's role may not change assignment rules (`forbidden`)", "Error"),
                409: ("`version_conflict`: the body's `version` is not the stored one", "Error"),
                422: ("`invalid_assignment_rules` with `problems` (code, JSON pointer path, message): unknown "
-                     "segment or group, duplicate rule id, bad assignee", "Error"),
+                     "segment or group, duplicate rule id, bad assignee, a member outside the team (`unknown_team_member`)", "Error"),
                504: WRITE_ERRORS[504]},
               body="Object",
               description="A conversation.created is answered with conversation.assigned by the first rule whose "
