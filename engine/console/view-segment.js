@@ -75,14 +75,50 @@ function aggregateLabel(name) {
   return words[fn] || name;
 }
 
+const VERDICT_HEADINGS = {
+  "All of these": "All of these hold", "Any of these": "At least one of these holds",
+  "Not all of these": "Not all of these hold", "None of these": "None of these hold",
+};
+
+function groupHeading(combinator, negated) {
+  if (combinator === "or") return negated ? "None of these" : "Any of these";
+  return negated ? "Not all of these" : "All of these";
+}
+
+/** A condition's value as the rule stores it (ISO dates, durations such as "30d", lists or "a,b"). */
+function ruleValue(cond, type) {
+  const value = cond.value;
+  if (NO_VALUE_OPS.has(cond.operator)) return "";
+  if (DURATION_OPS.has(cond.operator)) return ` ${value}${cond.operator === "moreThanAgo" ? " ago" : ""}`;
+  const one = (v) => (type === "datetime" && typeof v === "string" && !Number.isNaN(Date.parse(v)) ? formatDate(v) : formatValue(v, type));
+  const list = Array.isArray(value) ? value : (typeof value === "string" && value.includes(",") ? value.split(",").map((x) => x.trim()) : null);
+  if (["between", "notBetween"].includes(cond.operator) && list) return ` ${one(list[0])} and ${one(list[1])}`;
+  return ` ${list ? list.map(one).join(", ") : one(value)}`;
+}
+
+/** A saved rule (react-querybuilder JSON) as nested lines in plain words. */
+function ruleNode(node, catalog, segmentNames) {
+  if (node.rules) {
+    return h("li", { class: "why-group" }, h("strong", {}, groupHeading(node.combinator, node.not)),
+      h("ul", {}, node.rules.map((child) => ruleNode(child, catalog, segmentNames))));
+  }
+  if (node.field === "segment") {
+    return h("li", {}, `${OPERATOR_WORDS[node.operator]} “${segmentNames.get(node.value) || node.value}”`);
+  }
+  const type = node.field.startsWith("events.")
+    ? (node.field.endsWith(".last_seen") ? "datetime" : "number") : catalog?.fields.get(node.field)?.type;
+  const where = node.where ? Object.entries(node.where).map(([k, v]) => ` where ${k} is ${v}`).join("") : "";
+  const windowText = node.window ? ` in the last ${node.window}` : "";
+  return h("li", {}, h("strong", {}, aggregateLabel(node.field) || fieldLabel(node.field)), where, windowText,
+    ` ${OPERATOR_WORDS[node.operator] || node.operator}${ruleValue(node, type)}`);
+}
+
 /** One explanation node (GET .../explain/<record>) as nested, readable lines. */
 function explanationNode(node, catalog, segmentNames) {
   const mark = h("span", { class: `verdict ${node.result ? "yes" : "no"}` }, node.result ? "✓" : "✗");
   if (node.kind === "group") {
-    const how = node.combinator === "or" ? "any" : "all";
-    const heading = node.negated ? (how === "all" ? "Not all of these hold" : "None of these hold")
-      : (how === "all" ? "All of these hold" : "At least one of these holds");
-    return h("li", { class: "why-group" }, mark, " ", h("strong", {}, heading),
+    const heading = groupHeading(node.combinator, node.negated);
+    return h("li", { class: "why-group" }, mark, " ", h("strong", {}, VERDICT_HEADINGS[heading]),
       h("span", { class: "muted" }, node.result ? " — yes" : " — no"),
       h("ul", {}, node.children.map((c) => explanationNode(c, catalog, segmentNames))));
   }
@@ -120,6 +156,12 @@ export async function render(root, params) {
     q: "", filter: null, cursors: [null], page: 0, fieldsSupported: true,
   };
   let segmentNames = null;
+  if (JSON.stringify(segment.rule || {}).includes('"field":"segment"')) await namesOfSegments();
+
+  async function namesOfSegments() {
+    const listed = await get(ws(`/segments?object_type=${segment.object_type}`)).catch(() => ({ segments: [] }));
+    segmentNames = new Map(listed.segments.map((s) => [s.id, s.name]));
+  }
 
   // ---- header --------------------------------------------------------------------------------------
   const countText = h("span", { id: "member-count" }, formatCount(segment.member_count));
@@ -143,7 +185,9 @@ export async function render(root, params) {
       segment.recalculation_interval_minutes
         ? h("div", {}, h("dt", {}, "Recalculated"), h("dd", {}, `every ${segment.recalculation_interval_minutes} min`)) : null,
       segment.hidden_from?.length ? h("div", {}, h("dt", {}, "Hidden from"), h("dd", {}, segment.hidden_from.join(", "))) : null,
-      segment.default_for?.length ? h("div", {}, h("dt", {}, "Default for"), h("dd", {}, segment.default_for.join(", "))) : null));
+      segment.default_for?.length ? h("div", {}, h("dt", {}, "Default for"), h("dd", {}, segment.default_for.join(", "))) : null),
+    segment.rule ? h("details", { class: "rule-words", id: "segment-rule" }, h("summary", {}, "Rule"),
+      h("ul", { class: "why-tree" }, ruleNode(segment.rule, catalog, segmentNames || new Map()))) : null);
 
   // ---- members toolbar -------------------------------------------------------------------------------
   const search = h("input", { id: "member-search", type: "search", placeholder: "Text in the shown fields", autocomplete: "off" });
@@ -245,10 +289,7 @@ export async function render(root, params) {
     const answer = await attempt(`Explaining ${recordId}`, () =>
       get(ws(`/segments/${encodeURIComponent(segment.id)}/explain/${encodeURIComponent(recordId)}`)));
     if (!answer) return;
-    if (!segmentNames && JSON.stringify(answer.explanation).includes('"field":"segment"')) {
-      const listed = await get(ws(`/segments?object_type=${segment.object_type}`)).catch(() => ({ segments: [] }));
-      segmentNames = new Map(listed.segments.map((s) => [s.id, s.name]));
-    }
+    if (!segmentNames && JSON.stringify(answer.explanation).includes('"field":"segment"')) await namesOfSegments();
     const verdict = answer.member ? `${recordId} is a member of “${segment.name}”` : `${recordId} is not a member of “${segment.name}”`;
     const body = answer.explanation.kind === "static"
       ? h("p", {}, answer.member ? "It was imported into this list." : "It is not in the imported list.")
