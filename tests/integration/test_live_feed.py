@@ -17,7 +17,7 @@ import pytest
 
 from engine.admin import ensure_topics
 from engine.broker import LocalBroker
-from engine.feed import QUEUE_LIMIT, Feed
+from engine.feed import QUEUE_LIMIT, Feed, Subscription
 from engine.settings import Settings
 from tests.conftest import FIXTURES, Harness
 from tests.reliability.hostile import http
@@ -210,9 +210,9 @@ def test_a_subscriber_that_falls_behind_is_dropped_not_waited_for() -> None:
 
     async def run() -> None:
         feed = Feed("unused:9092", [])
-        slow = await_subscription(feed, "acme")
-        fast = await_subscription(feed, "acme")
-        other = await_subscription(feed, "globex")
+        slow = subscribe(feed, "acme")
+        fast = subscribe(feed, "acme")
+        other = subscribe(feed, "globex")
         for n in range(QUEUE_LIMIT + 5):
             raw = orjson.dumps({"type": "segment.entered", "workspace": "acme", "data": {"segment_id": "s", "n": n}})
             feed._fan_out(b"acme/contact/r", raw)
@@ -222,9 +222,7 @@ def test_a_subscriber_that_falls_behind_is_dropped_not_waited_for() -> None:
         assert not fast.overflowed and fast in feed.subscribers
         assert other.queue.empty() and other in feed.subscribers
 
-    def await_subscription(feed: Feed, workspace: str) -> Any:
-        from engine.feed import Subscription
-
+    def subscribe(feed: Feed, workspace: str) -> Subscription:
         sub = Subscription(workspace, lambda event, raw: raw)
         feed.subscribers.add(sub)
         return sub
