@@ -28,7 +28,7 @@ def register(routes: Routes) -> None:
 
 
 async def redirect_to_console(ctx: Context) -> web.StreamResponse:
-    raise web.HTTPFound("/console/")
+    return web.Response(status=302, headers={"Location": "/console/"})
 
 
 async def console_file(ctx: Context) -> web.StreamResponse:
