@@ -295,7 +295,7 @@ def member_query(ctx: Context, segment: Segment) -> MemberQuery:
     catalog = ctx.engine.registry.workspaces.catalog(segment.workspace, segment.object_type)
     fields = tuple(dict.fromkeys(name.strip() for name in params.get("fields", "").split(",") if name.strip()))
     if unknown := [name for name in fields if name not in catalog]:  # type: ignore[operator]
-        raise bad_request(f"fields: {', '.join(map(repr, unknown))} not a field of {segment.object_type}",
+        raise bad_request(f"`fields` names unknown {segment.object_type} field(s): {', '.join(map(repr, unknown))}",
                           parameter="fields", fields=unknown)
     rule = None
     if "filter" in params:
