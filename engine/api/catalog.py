@@ -19,6 +19,7 @@ from engine.rules.catalog import (
     EVENTS_PREFIX,
     OBJECT_TYPES,
     SEGMENT_FIELD,
+    Catalog,
     FieldType,
 )
 from engine.rules.validate import OPERATORS_BY_TYPE, RELATIVE_OPS, SEGMENT_OPS
@@ -44,7 +45,7 @@ def operators_of(ftype: FieldType) -> list[str]:
     return ordered(OPERATORS_BY_TYPE[ftype])
 
 
-def describe(workspace_catalog: Any) -> dict[str, Any]:
+def describe(workspace_catalog: Catalog) -> dict[str, Any]:
     """The catalog as a builder needs it: record fields (standard, then custom), the segment field and the
     behavioural aggregate functions (`events.<event>.<function>[.<property>]`)."""
     fields = [{"name": name, "type": ftype.value, "custom": name.startswith(CUSTOM_PREFIX), "operators": operators_of(ftype)}

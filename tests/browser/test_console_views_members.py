@@ -152,6 +152,10 @@ def test_detail_searches_filters_picks_fields_and_exports_like_the_api(page: Any
     page.click("form.filter-line button:has-text('Clear')")
     expect(rows).to_have_count(len(records))
 
+    # The column picker lists the workspace's catalog (GET .../catalog/<type>), custom fields included.
+    catalog = api(console_site, "/catalog/contact")
+    expect(page.locator("details.picker input[type=checkbox]")).to_have_count(len(catalog["fields"]))
+    assert console_site.api("GET", f"{WS}/catalog/widget")[0] == 404
     page.click("details.picker summary")
     page.check("details.picker input[value='custom.plan']")
     expect(page.locator("#members-table thead")).to_contain_text("Plan (custom)")
