@@ -108,8 +108,10 @@ export async function render(root) {
     start.disabled = true;
     progress.hidden = false;
     const bar = h("progress", { max: ids.length, value: 0, "aria-label": "Import progress" });
-    const status = h("p", {}, `Read ${formatCount(ids.length)} record ids from ${chosen.name}.`);
-    fill(progress, bar, status);
+    const first = ids.slice(0, 3).join(", ") + (ids.length > 3 ? ", …" : "");
+    const read = h("p", { class: "muted small" }, `${chosen.name}: ${formatCount(ids.length)} record ids (${first}).`);
+    const status = h("p", {}, "Sending…");
+    fill(progress, read, bar, status);
     try {
       await busy("Importing", (async () => {
         let list = lists.find((l) => l.id === target.value);
