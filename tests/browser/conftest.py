@@ -67,8 +67,11 @@ def console_site(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) 
         harness.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Per module, not per session: Playwright's sync API keeps an asyncio loop running in this thread while
+    it is open, and later tests that call asyncio.run() would fail with "cannot be called from a running
+    event loop"."""
     from playwright.sync_api import sync_playwright
 
     executable = chromium_binary()
