@@ -3,26 +3,17 @@
 // condition their path names, and save with name, description, colour, hidden from and default for.
 // The rule is kept in react-querybuilder's JSON shape, exactly what the API stores (README "Rules").
 import { ApiProblem, get, patch, post, session, ws } from "./api.js";
+import { followProgress } from "./progress.js";
 import { OBJECT_TYPES, busy, field, fill, formatCount, go, h, notify } from "./ui.js";
+import { fieldLabel, operatorChoice } from "./words.js";
 
 const PREVIEW_DELAY_MS = 400;
 const SAMPLE_SIZE = 8;
 const BEHAVIOUR = "events.";
 const SEGMENT = "segment";
 
-// Operators in plain words. Datetime `<`/`>` are left out: "is before"/"is after" say the same.
-const OPERATOR_WORDS = {
-  "=": "is", "!=": "is not", "<": "is less than", ">": "is greater than", "<=": "is at most", ">=": "is at least",
-  between: "is between", notBetween: "is not between", in: "is one of", notIn: "is none of",
-  contains: "contains", doesNotContain: "does not contain", beginsWith: "begins with",
-  doesNotBeginWith: "does not begin with", endsWith: "ends with", doesNotEndWith: "does not end with",
-  hasAny: "has any of", hasAll: "has all of", hasNone: "has none of", null: "is empty", notNull: "is not empty",
-  before: "is before", after: "is after", withinLast: "is within the last", moreThanAgo: "is more than … ago",
-  withinNext: "is within the next", memberOf: "is in segment", notMemberOf: "is not in segment",
-};
 // Dates are picked as days (UTC). Exact-instant comparisons (=, <, <= …) read oddly for a day, so dates
 // offer before / after / between and the relative operators; a rule that already uses one keeps it.
-const DATE_WORDS = { "=": "is exactly", "!=": "is not exactly", "<": "is before", ">": "is after", "<=": "is at or before", ">=": "is at or after" };
 const HIDDEN_DATE_OPS = new Set(["=", "!=", "<", ">", "<=", ">="]);
 const END_OF_DAY = "T23:59:59.999";
 const LIST_OPS = new Set(["in", "notIn", "hasAny", "hasAll", "hasNone"]);
@@ -43,12 +34,6 @@ function valueKind(op) {
 
 function defaultValue(op, type) {
   return { none: undefined, list: [], pair: ["", ""], duration: "30 days", scalar: type === "boolean" ? true : "" }[valueKind(op)];
-}
-
-function humanize(name) {
-  const bare = name.startsWith("custom.") ? name.slice(7) : name;
-  const words = bare.replace(/_/g, " ");
-  return words.charAt(0).toUpperCase() + words.slice(1) + (name.startsWith("custom.") ? " (custom)" : "");
 }
 
 /** `events.purchase.sum.amount` -> {event, fn, prop}; null when it is not an aggregate field. */
@@ -124,7 +109,7 @@ export async function render(root, params) {
     rule: existing?.rule ? structuredClone(existing.rule) : { combinator: "and", not: false, rules: [] },
     previewSeq: 0,
     previewTimer: null,
-    backfillTimer: null,
+    stopBackfill: () => {},
     diffMissing: false,
   };
   const catalog = described.fields;
@@ -219,8 +204,8 @@ export async function render(root, params) {
     } },
     fieldsByName.has(cond.field) || aggregate || cond.field === SEGMENT ? null
       : h("option", { value: cond.field, selected: true }, `${cond.field} (not a field any more)`),
-    h("optgroup", { label: "Fields" }, standard.map((f) => option(f.name, humanize(f.name)))),
-    custom.length ? h("optgroup", { label: "Custom fields" }, custom.map((f) => option(f.name, humanize(f.name)))) : null,
+    h("optgroup", { label: "Fields" }, standard.map((f) => option(f.name, fieldLabel(f.name)))),
+    custom.length ? h("optgroup", { label: "Custom fields" }, custom.map((f) => option(f.name, fieldLabel(f.name)))) : null,
     h("optgroup", { label: "Activity and segments" }, option(BEHAVIOUR, "Activity (events)"), option(SEGMENT, "Segment membership")));
   }
 
@@ -232,7 +217,7 @@ export async function render(root, params) {
       if (valueKind(cond.operator) !== before) cond.value = defaultValue(cond.operator, type);
       changed({ structure: true });
     } }, [...new Set([...operatorsFor(cond.field), cond.operator])].map((op) => h("option", { value: op, selected: op === cond.operator },
-      (type === "datetime" && DATE_WORDS[op]) || OPERATOR_WORDS[op] || op)));
+      operatorChoice(op, type))));
   }
 
   function input(attrs, onValue) {
@@ -506,47 +491,19 @@ export async function render(root, params) {
     schedulePreview();
   }
 
-  /** The worker fills a new or edited segment over every stored record: follow it on /health until done.
-   * Only this worker's partitions are seen (the page may talk to no other host). */
+  /** The worker fills a new or edited segment over every stored record: follow it until done. */
   function followBackfill(segment) {
-    clearTimeout(state.backfillTimer);
-    progress.hidden = false;
-    const status = h("p", { class: "backfill-status" }, "Filling the segment from the stored records…");
-    const bar = h("progress", { "aria-label": "Filling the segment" });
-    fill(progress, h("h2", {}, "Filling the segment"), bar, status);
-    let quiet = 0;
-    let most = 0;
-    const started = Date.now();
-    const poll = async () => {
-      let health;
-      try {
-        health = await (await fetch("/health")).json();
-      } catch (err) {
-        status.textContent = "The worker cannot be reached to follow the progress.";
-        return;
-      }
-      const sum = (figures) => Object.values(figures || {}).reduce((a, b) => a + b, 0);
-      // Done when nothing is left to check and nothing is waiting to be applied (the change that starts
-      // the filling travels as a message: until it is applied it shows as lag), twice in a row. Under
-      // steady traffic the lag never reaches 0, so after 10 s only the records left to check count.
-      const left = sum(health.backfill_pending);
-      const queued = Date.now() - started < 10_000 ? sum(health.lag) : 0;
-      most = Math.max(most, left);
-      quiet = left || queued ? 0 : quiet + 1;
-      if (quiet < 2) {
-        if (most) { bar.max = most; bar.value = most - left; }
-        status.textContent = left ? `${formatCount(left)} records left to check…` : "Filling the segment from the stored records…";
-        state.backfillTimer = setTimeout(poll, 500);
-        return;
-      }
-      const fresh = await get(ws(`/segments/${encodeURIComponent(segment.id)}`)).catch(() => segment);
-      bar.max = 1; bar.value = 1;
-      fill(status, h("strong", {}, "Done: "), `${formatCount(fresh.member_count)} ${fresh.member_count === 1 ? "member" : "members"}. `,
-        h("a", { href: `#/segment/${encodeURIComponent(segment.id)}` }, "Open the segment"), " · ",
-        h("a", { href: "#/segments" }, "All segments"));
-      status.classList.add("done");
-    };
-    poll();
+    state.stopBackfill();
+    state.stopBackfill = followProgress(progress, {
+      title: "Filling the segment", label: "Filling the segment", statusClass: "backfill-status",
+      waiting: "Filling the segment from the stored records…",
+      onDone: async (status) => {
+        const fresh = await get(ws(`/segments/${encodeURIComponent(segment.id)}`)).catch(() => segment);
+        fill(status, h("strong", {}, "Done: "), `${formatCount(fresh.member_count)} ${fresh.member_count === 1 ? "member" : "members"}. `,
+          h("a", { href: `#/segment/${encodeURIComponent(segment.id)}` }, "Open the segment"), " · ",
+          h("a", { href: "#/segments" }, "All segments"));
+      },
+    });
   }
 
   const formTitle = h("h2", {}, segmentId ? "Segment details" : "Save as a new segment");
@@ -570,7 +527,7 @@ export async function render(root, params) {
   else fill(preview, h("h2", {}, "Preview"), h("p", { class: "muted" }, "Add a condition to see which records match."));
   if (!canWrite && !existing) notify("You can try rules here; only admins can save segments.");
 
-  return () => { clearTimeout(state.previewTimer); clearTimeout(state.backfillTimer); state.previewSeq += 1; };
+  return () => { clearTimeout(state.previewTimer); state.stopBackfill(); state.previewSeq += 1; };
 }
 
 /** The object type's fields (custom ones included) with the operators valid for each; null if the route is missing. */

@@ -2,11 +2,9 @@
 // member count, when it was last counted, when it was modified and whether it is too heavy (with the
 // measured cost); Recalculate one segment or all, then follow the worker's backfill on /health until done.
 import { get, patch, post, session, ws } from "./api.js";
+import { followProgress } from "./progress.js";
 import { attempt, fill, formatCount, formatDate, h, notify, swatch } from "./ui.js";
 import { TYPE_LABELS } from "./view-segments.js";
-
-const POLL_MS = 500;
-const QUIET_POLLS = 2; // polls in a row with nothing left before a recalculation counts as done
 
 function typeLabel(t) {
   const plural = TYPE_LABELS[t] || t;
@@ -17,7 +15,7 @@ export async function render(root) {
   const canWrite = session.me.role !== "agent";
   const table = h("table", { id: "manage-table" });
   const progress = h("section", { class: "panel", id: "recalc-progress", "aria-live": "polite", hidden: true });
-  let timer = null;
+  let stopFollowing = () => {};
   let segments = [];
 
   fill(root,
@@ -100,40 +98,19 @@ export async function render(root) {
     follow(what);
   }
 
-  /** The worker re-checks every stored record: show how many are left (from /health) until none are. */
+  /** The worker re-checks every stored record: follow it until done, then show the fresh counts. */
   function follow(what) {
-    clearTimeout(timer);
-    const bar = h("progress", { "aria-label": "Recalculation progress" });
-    const status = h("p", { class: "recalc-status" }, "Checking the stored records…");
-    progress.hidden = false;
-    fill(progress, h("h2", {}, `Recalculating ${what}`), bar, status);
-    let quiet = 0;
-    let most = 0;
-    const poll = async () => {
-      let health;
-      try {
-        health = await (await fetch("/health")).json();
-      } catch (err) {
-        status.textContent = "The worker cannot be reached to follow the progress.";
-        return;
-      }
-      const left = Object.values(health.backfill_pending || {}).reduce((a, b) => a + b, 0);
-      most = Math.max(most, left);
-      quiet = left ? 0 : quiet + 1;
-      if (quiet < QUIET_POLLS) {
-        if (most) { bar.max = most; bar.value = most - left; }
-        status.textContent = left ? `${formatCount(left)} records left to check…` : "Checking the stored records…";
-        timer = setTimeout(poll, POLL_MS);
-        return;
-      }
-      bar.max = 1; bar.value = 1;
-      await load();
-      fill(status, h("strong", {}, "Done. "), `The counts below are up to date (${formatDate(new Date().toISOString())}).`);
-      status.classList.add("done");
-    };
-    poll();
+    stopFollowing();
+    stopFollowing = followProgress(progress, {
+      title: `Recalculating ${what}`, label: "Recalculation progress", statusClass: "recalc-status",
+      waiting: "Checking the stored records…",
+      onDone: async (status) => {
+        await load();
+        fill(status, h("strong", {}, "Done. "), `The counts below are up to date (${formatDate(new Date().toISOString())}).`);
+      },
+    });
   }
 
   await load();
-  return () => clearTimeout(timer);
+  return () => stopFollowing();
 }
