@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -182,19 +183,37 @@ class Harness:
             self._publisher.close()
 
 
+@contextmanager
+def harness_in(broker: LocalBroker, tmp: Path, **settings: Any) -> Iterator[Harness]:
+    """A harness with its own topics and app id, its files under `tmp`; its workers are killed on exit."""
+    run = uuid.uuid4().hex[:8]
+    defaults: dict[str, Any] = dict(broker=broker.address, app_id=f"test-{run}", topic_prefix=f"t{run}-", partitions=4,
+                                    data_dir=tmp / "data", workspaces_file=FIXTURES / "workspaces.json",
+                                    session_timeout=3.0)
+    h = Harness(settings=Settings(**{**defaults, **settings}), tmp=tmp)
+    ensure_topics(h.settings)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@contextmanager
+def shared_harness(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory, name: str,
+                   tokens: dict[str, Any] | None = None, **settings: Any) -> Iterator[Harness]:
+    """A harness for a module- or session-scoped site, so its tests share one worker (a start costs ~5-10 s).
+
+    Tokens are tests/fixtures/tokens.json's, or `tokens` when the module needs a team of its own."""
+    tmp = tmp_path_factory.mktemp(name)
+    tokens_file = FIXTURES / "tokens.json"
+    if tokens is not None:
+        tokens_file = tmp / "tokens.json"
+        tokens_file.write_bytes(orjson.dumps({"tokens": tokens}))
+    with harness_in(broker, tmp, tokens_file=tokens_file, **settings) as h:
+        yield h
+
+
 @pytest.fixture
 def harness(broker: LocalBroker, tmp_path: Path) -> Iterator[Harness]:
-    run = uuid.uuid4().hex[:8]
-    settings = Settings(
-        broker=broker.address,
-        app_id=f"test-{run}",
-        topic_prefix=f"t{run}-",
-        partitions=4,
-        data_dir=tmp_path / "data",
-        workspaces_file=FIXTURES / "workspaces.json",
-        session_timeout=3.0,
-    )
-    ensure_topics(settings)
-    h = Harness(settings=settings, tmp=tmp_path)
-    yield h
-    h.close()
+    with harness_in(broker, tmp_path) as h:
+        yield h

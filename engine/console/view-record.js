@@ -4,7 +4,8 @@
 import { get, ws } from "./api.js";
 import { OBJECT_TYPES, attempt, field, fill, formatCount, go, h } from "./ui.js";
 import { TYPE_LABELS } from "./view-segments.js";
-import { fieldCatalog, fieldLabel, formatValue } from "./view-segment.js";
+import { fieldCatalog, formatValue } from "./view-segment.js";
+import { fieldLabel } from "./words.js";
 
 export async function render(root, params) {
   const objectType = OBJECT_TYPES.includes(params[0]) ? params[0] : "contact";

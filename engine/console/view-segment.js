@@ -3,6 +3,7 @@
 // export, and for any member "Why?": the explanation, condition by condition, in plain words.
 import { call, get, session, ws } from "./api.js";
 import { attempt, busy, fill, formatCount, formatDate, go, h, notify, saveResponse, swatch } from "./ui.js";
+import { fieldLabel, operatorWords } from "./words.js";
 
 const PAGE_SIZE = 25;
 const MAX_COLUMNS = 8;
@@ -15,24 +16,8 @@ const DEFAULT_FIELDS = {
   product: ["name", "sku", "price", "status"],
 };
 
-export const OPERATOR_WORDS = {
-  "=": "is", "!=": "is not", "<": "is less than", ">": "is greater than", "<=": "is at most", ">=": "is at least",
-  between: "is between", notBetween: "is not between", in: "is one of", notIn: "is none of",
-  contains: "contains", doesNotContain: "does not contain", beginsWith: "begins with",
-  doesNotBeginWith: "does not begin with", endsWith: "ends with", doesNotEndWith: "does not end with",
-  hasAny: "has any of", hasAll: "has all of", hasNone: "has none of", null: "is empty", notNull: "is not empty",
-  before: "is before", after: "is after", withinLast: "is within the last", moreThanAgo: "is more than",
-  withinNext: "is within the next", memberOf: "is in the segment", notMemberOf: "is not in the segment",
-};
 const DURATION_OPS = new Set(["withinLast", "moreThanAgo", "withinNext"]);
 const NO_VALUE_OPS = new Set(["null", "notNull"]);
-
-/** "first_name" -> "First name", "custom.plan" -> "Plan (custom)". */
-export function fieldLabel(name) {
-  const custom = name.startsWith("custom.");
-  const words = (custom ? name.slice(7) : name).replace(/_/g, " ");
-  return words.charAt(0).toUpperCase() + words.slice(1) + (custom ? " (custom)" : "");
-}
 
 const catalogs = new Map();
 
@@ -103,14 +88,14 @@ function ruleNode(node, catalog, segmentNames) {
       h("ul", {}, node.rules.map((child) => ruleNode(child, catalog, segmentNames))));
   }
   if (node.field === "segment") {
-    return h("li", {}, `${OPERATOR_WORDS[node.operator]} “${segmentNames.get(node.value) || node.value}”`);
+    return h("li", {}, `${operatorWords(node.operator)} “${segmentNames.get(node.value) || node.value}”`);
   }
   const type = node.field.startsWith("events.")
     ? (node.field.endsWith(".last_seen") ? "datetime" : "number") : catalog?.fields.get(node.field)?.type;
   const where = node.where ? Object.entries(node.where).map(([k, v]) => ` where ${k} is ${v}`).join("") : "";
   const windowText = node.window ? ` in the last ${node.window}` : "";
   return h("li", {}, h("strong", {}, aggregateLabel(node.field) || fieldLabel(node.field)), where, windowText,
-    ` ${OPERATOR_WORDS[node.operator] || node.operator}${ruleValue(node, type)}`);
+    ` ${operatorWords(node.operator)}${ruleValue(node, type)}`);
 }
 
 /** One explanation node (GET .../explain/<record>) as nested, readable lines. */
@@ -124,7 +109,7 @@ function explanationNode(node, catalog, segmentNames) {
   }
   if (node.field === "segment") {
     const name = segmentNames.get(node.expected) || node.expected;
-    return h("li", { class: "why-condition" }, mark, " ", `${OPERATOR_WORDS[node.operator]} “${name}”`,
+    return h("li", { class: "why-condition" }, mark, " ", `${operatorWords(node.operator)} “${name}”`,
       h("span", { class: "muted" }, ` — the record is ${node.actual ? "in it" : "not in it"}`));
   }
   const type = node.field.startsWith("events.")
@@ -138,7 +123,7 @@ function explanationNode(node, catalog, segmentNames) {
       ? ` ${formatValue(node.expected[0], type)} and ${formatValue(node.expected[1], type)}`
       : ` ${formatValue(node.expected, type)}`;
   }
-  return h("li", { class: "why-condition" }, mark, " ", h("strong", {}, label), ` ${OPERATOR_WORDS[node.operator] || node.operator}${expected}`,
+  return h("li", { class: "why-condition" }, mark, " ", h("strong", {}, label), ` ${operatorWords(node.operator)}${expected}`,
     h("span", { class: "muted" }, ` — its value: ${formatValue(node.actual, type)}`));
 }
 
@@ -318,7 +303,7 @@ export async function render(root, params) {
     const problems = h("p", { class: "problem", id: "filter-problem", hidden: true });
     const fillOperators = () => {
       const f = catalog?.fields.get(fieldSelect.value);
-      fill(opSelect, (f ? f.operators : []).map((op) => h("option", { value: op }, OPERATOR_WORDS[op] || op)));
+      fill(opSelect, (f ? f.operators : []).map((op) => h("option", { value: op }, operatorWords(op))));
       syncValue();
     };
     const syncValue = () => {

@@ -7,20 +7,16 @@ names rather than editing the fixture ones. Screenshots land in .artifacts/conso
 from __future__ import annotations
 
 import random
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import orjson
 import pytest
 
-from engine.admin import ensure_topics
 from engine.broker import LocalBroker
 from engine.sample_data import full_contact
-from engine.settings import Settings
-from tests.conftest import FIXTURES, REPO, Harness
-from tests.reliability.hostile import http
+from tests.conftest import REPO, Harness, shared_harness
+from tests.reliability.hostile import call_json
 from tests.tools import chromium_binary
 
 SHOTS = REPO / ".artifacts" / "console"
@@ -38,20 +34,12 @@ class ConsoleSite:
 
     def api(self, method: str, path: str, token: str = "acme-admin", body: Any = None) -> tuple[int, Any]:
         """The HTTP API, to compare what the console shows with what the API says."""
-        status, raw = http(self.port, path, token, method=method, body=None if body is None else orjson.dumps(body))
-        return status, (orjson.loads(raw) if raw else None)
+        return call_json(self.port, method, path, token, body)
 
 
 @pytest.fixture(scope="session")
 def console_site(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleSite]:
-    tmp = tmp_path_factory.mktemp("console")
-    run = uuid.uuid4().hex[:8]
-    settings = Settings(broker=broker.address, app_id=f"console-{run}", topic_prefix=f"c{run}-", partitions=4,
-                        data_dir=tmp / "data", workspaces_file=FIXTURES / "workspaces.json",
-                        tokens_file=FIXTURES / "tokens.json", session_timeout=3.0)
-    ensure_topics(settings)
-    harness = Harness(settings=settings, tmp=tmp)
-    try:
+    with shared_harness(broker, tmp_path_factory, "console") as harness:
         harness.define_fixture_segments("acme")
         rng = random.Random(7)
         harness.publisher.publish_batches("acme", [
@@ -63,8 +51,6 @@ def console_site(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) 
         harness.wait_for(lambda: site.api("GET", "/v1/workspaces/acme/records/contact/c59")[0] == 200,
                          what="the sample contacts applied")
         yield site
-    finally:
-        harness.close()
 
 
 @pytest.fixture(scope="module")

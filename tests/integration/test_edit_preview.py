@@ -4,21 +4,18 @@ oracle computed from the published records; and saving it then does exactly that
 from __future__ import annotations
 
 import random
-import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import orjson
 import pytest
 
-from engine.admin import ensure_topics
 from engine.broker import LocalBroker
 from engine.sample_data import contact_changes
-from engine.settings import Settings
-from tests.conftest import FIXTURES, Harness
+from tests.conftest import Harness, shared_harness
 from tests.naive_eval import naive_matches
 from tests.oracle import Oracle, fold_events
-from tests.reliability.hostile import http
+from tests.reliability.hostile import call_json
 
 SEGMENTS = "/v1/workspaces/acme/segments"
 # pl-high-value today: country = PL and lifetime_value > 1000. The edit widens the country and raises the bar.
@@ -33,20 +30,12 @@ class Site:
     oracle: Oracle
 
     def call(self, method: str, path: str, body: Any = None, token: str = "acme-admin") -> tuple[int, Any]:
-        status, raw = http(self.port, path, token, method=method, body=None if body is None else orjson.dumps(body))
-        return status, (orjson.loads(raw) if raw else None)
+        return call_json(self.port, method, path, token, body)
 
 
 @pytest.fixture(scope="module")
 def site(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    tmp = tmp_path_factory.mktemp("edit-preview")
-    run = uuid.uuid4().hex[:8]
-    settings = Settings(broker=broker.address, app_id=f"test-{run}", topic_prefix=f"t{run}-", partitions=4,
-                        data_dir=tmp / "data", workspaces_file=FIXTURES / "workspaces.json",
-                        tokens_file=FIXTURES / "tokens.json", session_timeout=3.0)
-    ensure_topics(settings)
-    harness = Harness(settings=settings, tmp=tmp)
-    try:
+    with shared_harness(broker, tmp_path_factory, "edit-preview") as harness:
         rules = harness.define_fixture_segments()
         harness.publisher.define_segment("acme", {"id": "vip-list", "object_type": "contact", "name": "VIP list",
                                                   "kind": "static"})
@@ -61,8 +50,6 @@ def site(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Itera
         harness.wait_for(lambda: {m for m in fold_events(harness.events()) if m[1] != "hidden-de"}
                          == oracle.membership(), what="stream settled")
         yield Site(harness, port, oracle)
-    finally:
-        harness.close()
 
 
 def test_the_diff_preview_equals_the_oracle_and_saving_does_what_it_said(site: Site) -> None:

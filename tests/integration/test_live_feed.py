@@ -8,18 +8,15 @@ import http.client as httpclient
 import queue
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import orjson
 import pytest
 
-from engine.admin import ensure_topics
 from engine.broker import LocalBroker
 from engine.feed import QUEUE_LIMIT, Feed, Subscription
-from engine.settings import Settings
-from tests.conftest import FIXTURES, Harness
+from tests.conftest import Harness, shared_harness
 from tests.reliability.hostile import http
 
 STREAM = "/v1/workspaces/{ws}/events/stream"
@@ -101,15 +98,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    tmp = tmp_path_factory.mktemp("live-feed")
-    run = uuid.uuid4().hex[:8]
-    settings = Settings(broker=broker.address, app_id=f"test-{run}", topic_prefix=f"t{run}-", partitions=4,
-                        data_dir=tmp / "data", workspaces_file=FIXTURES / "workspaces.json",
-                        tokens_file=FIXTURES / "tokens.json", session_timeout=3.0)
-    ensure_topics(settings)
-    harness = Harness(settings=settings, tmp=tmp)
-    site = Site(harness, 0, [])
-    try:
+    with shared_harness(broker, tmp_path_factory, "live-feed") as harness:
         publisher = harness.publisher
         publisher.define_segment("acme", {"id": "poles", "object_type": "contact", "name": "Poles", "rule": PL})
         publisher.define_segment("acme", {"id": "vips", "object_type": "contact", "name": "VIPs", "rule": VIP})
@@ -118,12 +107,12 @@ def site(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Itera
         publisher.define_segment("globex", {"id": "globex-poles", "object_type": "contact", "name": "Globex Poles",
                                             "rule": PL})
         publisher.flush()
-        site.port = harness.start_worker().web_port
-        yield site
-    finally:
-        for stream in site.streams:
-            stream.close()
-        harness.close()
+        site = Site(harness, harness.start_worker().web_port, [])
+        try:
+            yield site
+        finally:
+            for stream in site.streams:
+                stream.close()
 
 
 def test_an_entered_event_arrives_within_seconds_and_segment_id_filters(site: Site) -> None:

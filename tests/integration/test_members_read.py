@@ -8,19 +8,16 @@ import io
 import random
 import time
 import urllib.parse
-import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import orjson
 import pytest
 
-from engine.admin import ensure_topics
 from engine.api.queries import merge_partials
 from engine.broker import LocalBroker
 from engine.sample_data import contact_changes
-from engine.settings import Settings
-from tests.conftest import FIXTURES, Harness
+from tests.conftest import Harness, shared_harness
 from tests.naive_eval import naive_matches
 from tests.oracle import Oracle, fold_events
 from tests.reliability.hostile import http
@@ -54,14 +51,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    tmp = tmp_path_factory.mktemp("members-read")
-    run = uuid.uuid4().hex[:8]
-    settings = Settings(broker=broker.address, app_id=f"test-{run}", topic_prefix=f"t{run}-", partitions=4,
-                        data_dir=tmp / "data", workspaces_file=FIXTURES / "workspaces.json",
-                        tokens_file=FIXTURES / "tokens.json", session_timeout=3.0)
-    ensure_topics(settings)
-    harness = Harness(settings=settings, tmp=tmp)
-    try:
+    with shared_harness(broker, tmp_path_factory, "members-read") as harness:
         rules = harness.define_fixture_segments()
         harness.publisher.define_segment("acme", {"id": "hidden-de", "object_type": "contact", "name": "Hidden DE",
                                                   "rule": HIDDEN_RULE, "hidden_from": ["dave"]})
@@ -82,8 +72,6 @@ def site(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
         harness.wait_for(both_own_partitions, what="both workers owning partitions")
         yield Site(harness, ports, oracle)
-    finally:
-        harness.close()
 
 
 def oracle_text(value: Any) -> str:

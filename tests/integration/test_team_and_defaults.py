@@ -15,18 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-import orjson
 import pytest
 from kafka import KafkaProducer
 
 import topics
 
-from engine.admin import ensure_topics
 from engine.broker import LocalBroker
 from engine.envelope import encode, envelope
-from engine.settings import Settings
-from tests.conftest import FIXTURES, Harness, WorkerProcess
-from tests.reliability.hostile import http
+from tests.conftest import Harness, WorkerProcess, shared_harness
+from tests.reliability.hostile import call_json
 
 TOKENS = {
     "admin": {"workspace": "acme", "role": "admin", "member": "alice"},
@@ -46,9 +43,7 @@ class Site:
     worker: WorkerProcess
 
     def call(self, method: str, path: str, token: str = "admin", body: Any = None) -> tuple[int, Any]:
-        data = orjson.dumps(body) if body is not None else None
-        status, raw = http(self.worker.web_port, path, token, method=method, body=data)
-        return status, (orjson.loads(raw) if raw else None)
+        return call_json(self.worker.web_port, method, path, token, body)
 
     def ok(self, method: str, path: str, token: str = "admin", body: Any = None, status: int = 200) -> Any:
         got, answer = self.call(method, path, token, body)
@@ -71,19 +66,8 @@ def error(got: tuple[int, Any]) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def site(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    tmp = tmp_path_factory.mktemp("team")
-    tokens_file = tmp / "tokens.json"
-    tokens_file.write_bytes(orjson.dumps({"tokens": TOKENS}))
-    run = uuid.uuid4().hex[:8]
-    settings = Settings(broker=broker.address, app_id=f"test-{run}", topic_prefix=f"t{run}-", partitions=4,
-                        data_dir=tmp / "data", workspaces_file=FIXTURES / "workspaces.json", tokens_file=tokens_file,
-                        session_timeout=3.0)
-    ensure_topics(settings)
-    harness = Harness(settings=settings, tmp=tmp)
-    try:
+    with shared_harness(broker, tmp_path_factory, "team", tokens=TOKENS) as harness:
         yield Site(harness, harness.start_worker())
-    finally:
-        harness.close()
 
 
 def test_the_team_is_listed_per_workspace(site: Site) -> None:

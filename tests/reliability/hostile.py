@@ -80,7 +80,12 @@ def http(port: int, path: str, token: str | None = None, method: str = "GET", bo
 
 
 def get_json(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
-    status, raw = http(port, path, token)
+    return call_json(port, "GET", path, token)
+
+
+def call_json(port: int, method: str, path: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
+    """(status, decoded JSON answer or None) of one request with `body` sent as JSON."""
+    status, raw = http(port, path, token, method=method, body=None if body is None else orjson.dumps(body))
     return status, (orjson.loads(raw) if raw else None)
 
 

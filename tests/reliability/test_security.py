@@ -11,21 +11,18 @@ regular expression, must be refused naming the field and the operator.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import orjson
 import pytest
 
-from engine.admin import ensure_topics
 from engine.api.auth import MAX_TOKEN_BYTES
 from engine.broker import LocalBroker
 from engine.rules import FieldType, load_rule
 from engine.rules.catalog import catalog_for
 from engine.rules.context import Context
-from engine.settings import Settings
-from tests.conftest import FIXTURES, REPO, Harness, WorkerProcess
+from tests.conftest import REPO, Harness, WorkerProcess, shared_harness
 from tests.reliability.hostile import get_json, http, served_routes
 
 TOKENS = {
@@ -151,43 +148,34 @@ class Site:
 @pytest.fixture(scope="module")
 def site(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """One worker with two workspaces: acme holds records and segments with recognisable secrets."""
-    tmp = tmp_path_factory.mktemp("security")
-    tokens_file = tmp / "tokens.json"
-    tokens_file.write_bytes(orjson.dumps({"tokens": TOKENS}))
-    run = uuid.uuid4().hex[:8]
-    settings = Settings(broker=broker.address, app_id=f"test-{run}", topic_prefix=f"t{run}-", partitions=4,
-                        data_dir=tmp / "data", workspaces_file=FIXTURES / "workspaces.json", tokens_file=tokens_file,
-                        session_timeout=3.0)
-    ensure_topics(settings)
-    harness = Harness(settings=settings, tmp=tmp)
-    harness.define_fixture_segments()
-    publisher = harness.publisher
-    publisher.define_segment("acme", {"id": "vip-list", "object_type": "contact", "name": ACME_SEGMENTS["vip-list"],
-                                      "kind": "static"})
-    publisher.define_segment("globex", {"id": "globex-only", "object_type": "contact", "name": "Globex", "rule": PL})
-    publisher.define_segment("acme", {"id": HIDDEN, "object_type": "contact", "name": HIDDEN_NAME, "rule": PL,
-                                      "hidden_from": [TOKENS["acme-agent"]["member"]]})
-    changes = [{"op": "upsert", "object_type": "contact", "id": f"c{n}", "version": 1,
-                "fields": {"first_name": SECRET_NAME, "email": SECRET_EMAIL, "country": "PL", "lifetime_value": 5000,
-                           "is_subscribed": True, "tags": ["vip"]}} for n in range(1, 6)]
-    changes.append({"op": "upsert", "object_type": "contact", "id": "literal", "version": 1,
-                    "fields": {"email": "x(a+)+$y@example.com"}})
-    publisher.publish_batches("acme", changes, batch_size=10)
-    publisher.flush()
-    worker = harness.start_worker()
-    site = Site(harness, worker)
-    status, body = site.call("POST", "/v1/workspaces/acme/segments/vip-list/members",
-                             body={"record_ids": ["c1", "c2"], "mode": "add"})
-    assert status == 202, body
-    status, body = site.call("PUT", "/v1/workspaces/acme/assignment-rules", body={
-        "rules": [{"id": "vip-desk", "segment_id": "subscribed-vips", "assign_to": {"member": "carol"}}]})
-    assert status == 200, body
-    harness.wait_for(lambda: len(get_json(worker.web_port, "/v1/workspaces/acme/segments/vip-list/members",
-                                          "acme-admin")[1]["members"]) == 2, what="imported members")
-    harness.wait_for(lambda: get_json(worker.web_port, "/v1/workspaces/acme/records/contact/literal",
-                                      "acme-admin")[0] == 200, what="records applied")
-    yield site
-    harness.close()
+    with shared_harness(broker, tmp_path_factory, "security", tokens=TOKENS) as harness:
+        harness.define_fixture_segments()
+        publisher = harness.publisher
+        publisher.define_segment("acme", {"id": "vip-list", "object_type": "contact",
+                                          "name": ACME_SEGMENTS["vip-list"], "kind": "static"})
+        publisher.define_segment("globex", {"id": "globex-only", "object_type": "contact", "name": "Globex", "rule": PL})
+        publisher.define_segment("acme", {"id": HIDDEN, "object_type": "contact", "name": HIDDEN_NAME, "rule": PL,
+                                          "hidden_from": [TOKENS["acme-agent"]["member"]]})
+        changes = [{"op": "upsert", "object_type": "contact", "id": f"c{n}", "version": 1,
+                    "fields": {"first_name": SECRET_NAME, "email": SECRET_EMAIL, "country": "PL",
+                               "lifetime_value": 5000, "is_subscribed": True, "tags": ["vip"]}} for n in range(1, 6)]
+        changes.append({"op": "upsert", "object_type": "contact", "id": "literal", "version": 1,
+                        "fields": {"email": "x(a+)+$y@example.com"}})
+        publisher.publish_batches("acme", changes, batch_size=10)
+        publisher.flush()
+        worker = harness.start_worker()
+        site = Site(harness, worker)
+        status, body = site.call("POST", "/v1/workspaces/acme/segments/vip-list/members",
+                                 body={"record_ids": ["c1", "c2"], "mode": "add"})
+        assert status == 202, body
+        status, body = site.call("PUT", "/v1/workspaces/acme/assignment-rules", body={
+            "rules": [{"id": "vip-desk", "segment_id": "subscribed-vips", "assign_to": {"member": "carol"}}]})
+        assert status == 200, body
+        harness.wait_for(lambda: len(get_json(worker.web_port, "/v1/workspaces/acme/segments/vip-list/members",
+                                              "acme-admin")[1]["members"]) == 2, what="imported members")
+        harness.wait_for(lambda: get_json(worker.web_port, "/v1/workspaces/acme/records/contact/literal",
+                                          "acme-admin")[0] == 200, what="records applied")
+        yield site
 
 
 def error_of(status: int, raw: bytes) -> tuple[int, str]:
