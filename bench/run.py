@@ -12,6 +12,7 @@ RocksDB bytes per record; then the backfill time of a new segment (bench/backfil
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -482,7 +483,8 @@ def main() -> int:
         print(f"workload: {total:,} changes over {workload['distinct_ids_in_stream']:,} of {args.records:,} contact "
               f"ids (Zipf s={args.zipf_s:g}); segment counts {list(plan)}", flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="segment-bench-") as tmp_name, LocalBroker() as broker:
+    with tempfile.TemporaryDirectory(prefix="segment-bench-") as tmp_name, LocalBroker() as broker, \
+            contextlib.ExitStack() as leftovers:
         tmp = Path(tmp_name)
         if engine_rows:
             partitions = 4
@@ -498,6 +500,8 @@ def main() -> int:
                     if n >= args.background_from:
                         session = WorkerSession("engine", broker, tmp, segment_sets[n], idle=True)
                         session.start()
+                        # Killed however the run ends: a failure later on once left this worker running.
+                        leftovers.callback(lambda proc=session: stop(proc.proc))
                         background[n] = session
                         print(f"engine worker with {n:,} segments started in the background (SCHED_IDLE)", flush=True)
 
