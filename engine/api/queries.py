@@ -442,11 +442,23 @@ def csv_line(cells: list[str]) -> bytes:
                     for c in cells).encode() + b"\n"
 
 
+#: A cell starting with one of these is a formula to a spreadsheet (CSV injection): a contact's name typed
+#: into a web form as `=HYPERLINK(...)` would run when a marketer opens the export.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any, text: str) -> str:
+    """A text value that a spreadsheet would run as a formula, prefixed with `'` (OWASP's advice); numbers,
+    dates and every other value as they are. NDJSON keeps values unchanged."""
+    return "'" + text if isinstance(value, str) and text.startswith(FORMULA_STARTS) else text
+
+
 def export_line(fmt: str, query: MemberQuery, item: Item) -> bytes:
     record_id, fields = item
     if fmt == "ndjson":
         return orjson.dumps({"record_id": record_id, **(fields or {})}) + b"\n"
-    return csv_line([record_id, *(cell_text(fields[name], query.catalog.get(name)) for name in query.fields)])
+    return csv_line([record_id, *(spreadsheet_safe(fields[name], cell_text(fields[name], query.catalog.get(name)))
+                                  for name in query.fields)])
 
 
 # ---- an unsaved rule -----------------------------------------------------------------------------

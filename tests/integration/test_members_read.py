@@ -32,6 +32,8 @@ TRICKY = {
                 "lifetime_value": 4000, "tags": ["vip"]},
     "t-newline": {"first_name": "Line\nbreak", "city": "Łódź", "email": None, "country": "PL",
                   "lifetime_value": 3000},
+    "t-formula": {"first_name": '=HYPERLINK("http://evil.example","x")', "city": "@SUM(A1)", "country": "PL",
+                  "lifetime_value": 2500, "tags": ["-1+1"]},
 }
 
 
@@ -170,9 +172,14 @@ def test_export_writes_the_fields_as_csv_columns_and_ndjson_keys(site: Site) -> 
     assert by_id["t-comma"]["first_name"] == "Anna, Maria" and by_id["t-comma"]["tags"] == '["a,b","vip"]'
     assert by_id["t-quote"]["first_name"] == 'Jan "Johnny" Nowak'
     assert by_id["t-newline"]["first_name"] == "Line\nbreak" and by_id["t-newline"]["email"] == ""
+    # Text a spreadsheet would run as a formula is defused with a leading quote (lists are JSON text: safe).
+    assert by_id["t-formula"]["first_name"] == "'" + TRICKY["t-formula"]["first_name"]
+    assert by_id["t-formula"]["city"] == "'@SUM(A1)" and by_id["t-formula"]["tags"] == '["-1+1"]'
+
     for record_id, cells in by_id.items():
         values = site.oracle.records[record_id]
-        assert cells["city"] == values.get("city", "") and cells["lifetime_value"] == str(values["lifetime_value"])
+        assert cells["city"] in (values.get("city", ""), "'" + values.get("city", "")) \
+            and cells["lifetime_value"] == str(values["lifetime_value"])
         if "created_at" in values:  # dates as ISO-8601 UTC, not epoch milliseconds
             assert cells["created_at"].endswith("Z") and cells["created_at"][:4].isdigit()
     status, _, raw = site.get(f"{BASE}/pl-high-value/export?format=ndjson&{query}", port=site.ports[0])
