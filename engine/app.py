@@ -56,6 +56,10 @@ log = logging.getLogger("segment_engine")
 RECALCULATION_CHECK_S = 10.0  # how often the owner of partition 0 looks for segments due a recalculation
 MAX_CLOCK_LEAD_MS = 60_000  # system clock: how far ahead of this worker's wall clock a message may move time
 GROUP_RECORDS = 1_000  # records applied before their writes are committed together, at most
+# Outgoing messages (events, decisions, dead letters) a group holds before it is committed, even inside a
+# fetch: one fetch of 100-change batches at 10,000 segments implies ~400,000 events, held in memory until
+# acknowledged.
+GROUP_OUTGOING = 20_000
 STALL_CHECK_S = 5.0  # how often partitions that lag without moving are nudged (see _nudge_stalled)
 
 
@@ -178,9 +182,10 @@ class Engine:
     async def _agent(self, stream: faust.StreamT) -> None:
         """Apply each partition's fetched records in order (engine/consumer.py delivers them as one
         message), committing their writes together: after a fetch when nothing else is queued for the
-        agent, else after GROUP_RECORDS records, and before anything that reads committed state. A
-        record's events are acknowledged before any of its state is committed; Faust acknowledges the
-        fetch (and may commit its offsets) only when the agent asks for the next one."""
+        agent, else after GROUP_RECORDS records or GROUP_OUTGOING outgoing messages, and before anything
+        that reads committed state. A record's events are acknowledged before any of its state is
+        committed; Faust acknowledges the fetch (and may commit its offsets) only when the agent asks for
+        the next one."""
         await self.registry_ready.wait()
         for dropped in self.state.end():  # a crashed agent's uncommitted writes: their messages are re-read
             log.warning("partition %d: dropping %d uncommitted writes of a crashed agent", dropped.partition,
@@ -193,6 +198,8 @@ class Engine:
                 metrics.FETCHED_RECORDS.observe(len(records))
             for record in records:
                 await self.apply_record(record)
+                if len(self.checkpoint.group.out) >= GROUP_OUTGOING:
+                    await self.checkpoint.commit_pending()
             self.processor.count_flips()
             if self.checkpoint.group.records >= GROUP_RECORDS or queued.empty():
                 await self.checkpoint.commit_pending()
