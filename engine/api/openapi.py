@@ -392,6 +392,8 @@ def _responses(op: Operation) -> dict[str, Any]:
         responses.setdefault(401, ("no or unknown bearer token (`unauthenticated`)", "Error"))
         responses.setdefault(404, ("unknown workspace, a workspace the token may not see, or unknown / hidden segment (`not_found`)", "Error"))
         responses.setdefault(413, ("request body too large (`payload_too_large`)", "Error"))
+        responses.setdefault(431, ("an Authorization header over 8,192 characters (`token_too_large`); a header "
+                                   "far larger gets `header_too_large`", "Error"))
     responses.setdefault(500, ("a bug (`internal_error`)", "Error"))
     out: dict[str, Any] = {}
     for status, (description, schema) in sorted(responses.items()):

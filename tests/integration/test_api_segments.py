@@ -459,4 +459,4 @@ def test_openapi_lists_every_route_and_is_public(api: Api) -> None:
     error = doc["components"]["schemas"]["Error"]
     assert set(error["properties"]["error"]["required"]) == {"code", "message"}
     create = doc["paths"]["/v1/workspaces/{workspace}/segments"]["post"]
-    assert {"201", "401", "403", "404", "409", "422"} <= set(create["responses"])
+    assert {"201", "401", "403", "404", "409", "422", "431"} <= set(create["responses"])
