@@ -6,7 +6,6 @@ a write publishes to a compacted topic and answers once this worker applied it (
 """
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -15,14 +14,13 @@ from aiohttp import web
 from engine.api.auth import check_write
 from engine.api.errors import ApiError
 from engine.api.scope import workspace_of
-from engine.api.server import Context, Routes, reply
+from engine.api.server import Context, Routes, reply, until_applied
 from engine.assignment import InvalidAssignment, parse_assignment
 from engine.envelope import encode, envelope, utc_now_iso
 from engine.errors import SchemaViolation
 from engine.schemas import validate_message
 
 SOURCE = "segment-engine-api"
-APPLY_TIMEOUT = 10.0
 
 
 def current(ctx: Context, workspace: str) -> dict[str, Any]:
@@ -62,12 +60,7 @@ async def put_rules(ctx: Context) -> web.Response:
     future = await engine.app.producer.send(engine.assignment_rules_topic_name, workspace.encode(), encode(message),
                                             None, None, None)
     await future
-    deadline = time.monotonic() + APPLY_TIMEOUT
-    while engine.assignment.version(workspace) < version:
-        if time.monotonic() > deadline:
-            raise ApiError(504, "not_applied", f"version {version} of the assignment rules was published but not "
-                           f"applied by this worker within {APPLY_TIMEOUT:.0f} s", version=version)
-        await asyncio.sleep(0.02)
+    await until_applied(lambda: engine.assignment.version(workspace) >= version, "the assignment rules", version)
     return reply(current(ctx, workspace))
 
 

@@ -6,7 +6,6 @@ worker applied it (read-your-writes). Nothing here names a segment hidden from t
 """
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -15,7 +14,7 @@ from aiohttp import web
 from engine.api.auth import check_write
 from engine.api.errors import ApiError, bad_request
 from engine.api.scope import visible, workspace_of
-from engine.api.server import Context, Routes, reply
+from engine.api.server import Context, Routes, reply, until_applied
 from engine.api.team import unknown_member
 from engine.defaults import MEMBER, SHARED, SegmentFacts, default_key, member_defaults, resolve, usable
 from engine.envelope import encode, envelope, utc_now_iso
@@ -25,7 +24,6 @@ from engine.rules import OBJECT_TYPES
 from engine.schemas import validate_message
 
 SOURCE = "segment-engine-api"
-APPLY_TIMEOUT = 10.0
 
 
 def register(routes: Routes) -> None:
@@ -129,9 +127,4 @@ async def save(ctx: Context, workspace: str, scope: str, member: str | None) -> 
     engine = ctx.engine
     key = default_key(workspace, scope, member, object_type)
     await (await engine.app.producer.send(engine.defaults_topic_name, key.encode(), encode(message), None, None, None))
-    deadline = time.monotonic() + APPLY_TIMEOUT
-    while book.version(workspace, scope, member, object_type) < version:
-        if time.monotonic() > deadline:
-            raise ApiError(504, "not_applied", f"the default was published but not applied by this worker within "
-                           f"{APPLY_TIMEOUT:.0f} s", version=version)
-        await asyncio.sleep(0.02)
+    await until_applied(lambda: book.version(workspace, scope, member, object_type) >= version, key, version)

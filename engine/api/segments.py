@@ -23,7 +23,7 @@ from engine.api.auth import check_write
 from engine.api.errors import ApiError, bad_request, not_found
 from engine.api.queries import segment_figures
 from engine.api.scope import find_segment, visible, workspace_of
-from engine.api.server import Context, Routes, reply
+from engine.api.server import Context, Routes, reply, until_applied
 from engine.api.team import check_team_members
 from engine.envelope import encode, envelope, segment_key, utc_now_iso
 from engine.errors import SchemaViolation
@@ -34,7 +34,6 @@ from engine.schemas import validate_message
 log = logging.getLogger("segment_engine.api.segments")
 
 SOURCE = "segment-engine-api"
-APPLY_TIMEOUT = 10.0  # seconds a write waits for this worker's registry to apply it
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 COLOUR_PATTERN = re.compile(r"^#[0-9A-Fa-f]{6}$")
@@ -235,19 +234,13 @@ async def send(ctx: Context, workspace: str, type_: str, data: dict[str, Any]) -
 
 
 async def wait_applied(ctx: Context, key: str, version: int) -> int:
-    """Poll until this worker's registry holds `version` (or newer) of `key`: read-your-writes."""
-    deadline = time.monotonic() + APPLY_TIMEOUT
-    while True:
+    """Until this worker's registry holds `version` (or newer) of `key`: read-your-writes."""
+    def applied() -> bool:
         stamp = ctx.engine.registry.stamps.get(key)
-        if stamp is not None and stamp[0] >= version:
-            return version
-        if time.monotonic() > deadline:
-            raise ApiError(
-                504, "not_applied",
-                f"version {version} of {key} was published but not applied by this worker within {APPLY_TIMEOUT:.0f} s",
-                version=version,
-            )
-        await asyncio.sleep(0.02)
+        return stamp is not None and stamp[0] >= version
+
+    await until_applied(applied, key, version)
+    return version
 
 
 async def publish(ctx: Context, workspace: str, type_: str, data: dict[str, Any]) -> int:

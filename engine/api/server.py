@@ -5,7 +5,9 @@ Handlers are plain `async def handler(ctx) -> Response`; `Routes.install` turns 
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("segment_engine.api")
 
 FORWARDED_HEADER = "X-Segment-Engine-Forwarded"
+APPLY_TIMEOUT = 10.0  # seconds a write waits for this worker to apply what it published
 
 
 @dataclass
@@ -60,6 +63,18 @@ class ExportInterrupted(Exception):
 
 
 Handler = Callable[[Context], Awaitable[web.StreamResponse]]
+
+
+async def until_applied(applied: Callable[[], bool], what: str, version: int) -> None:
+    """Read-your-writes: a write publishes to a compacted topic every worker follows, then waits here until
+    this worker has applied it (`applied()`), so a read right after it sees it; 504 `not_applied` past
+    APPLY_TIMEOUT."""
+    deadline = time.monotonic() + APPLY_TIMEOUT
+    while not applied():
+        if time.monotonic() > deadline:
+            raise ApiError(504, "not_applied", f"version {version} of {what} was published but not applied by this "
+                           f"worker within {APPLY_TIMEOUT:.0f} s", version=version)
+        await asyncio.sleep(0.02)
 
 
 def reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
