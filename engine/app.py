@@ -80,6 +80,11 @@ class Engine:
         self.assignments_topic_name = topics.CONVERSATION_ASSIGNMENTS.full_name(prefix)
         self.assignment_rules_topic_name = topics.ASSIGNMENT_RULES.full_name(prefix)
         self.defaults_topic_name = topics.DEFAULT_SEGMENTS.full_name(prefix)
+        # Per-workspace documents every worker follows beside the definitions: topic -> (message type, book, name).
+        self.workspace_books: dict[str, tuple[str, Any, str]] = {
+            self.assignment_rules_topic_name: ("assignment.rules", self.assignment, "assignment rules"),
+            self.defaults_topic_name: ("default.segment", self.defaults, "default segments"),
+        }
         self.input_topic_names = (self.records_topic_name, self.behaviour_topic_name, self.conversations_topic_name)
         self.partition_counts = {spec.full_name(prefix): spec.partition_count(settings.partitions)
                                  for spec in topics.ALL_TOPICS}
@@ -481,19 +486,13 @@ class Engine:
         else:
             try:
                 validate_message(message)
-                if record.topic == self.assignment_rules_topic_name:
-                    if message["type"] != "assignment.rules":
-                        raise SchemaViolation(f"unexpected message type {message['type']!r} on the assignment rules topic")
+                if (followed := self.workspace_books.get(record.topic)) is not None:
+                    type_, book, what = followed
+                    if message["type"] != type_:
+                        raise SchemaViolation(f"unexpected message type {message['type']!r} on the {what} topic")
                     if message["workspace"] not in self.registry.workspaces:
                         raise UnknownWorkspace(f"workspace {message['workspace']!r} is not configured")
-                    self.assignment.apply(message["workspace"], message["data"])
-                    return False
-                if record.topic == self.defaults_topic_name:
-                    if message["type"] != "default.segment":
-                        raise SchemaViolation(f"unexpected message type {message['type']!r} on the default segments topic")
-                    if message["workspace"] not in self.registry.workspaces:
-                        raise UnknownWorkspace(f"workspace {message['workspace']!r} is not configured")
-                    self.defaults.apply(message["workspace"], message["data"])
+                    book.apply(message["workspace"], message["data"])
                     return False
                 if message["type"] not in ("segment.defined", "segment.removed"):
                     raise SchemaViolation(f"unexpected message type {message['type']!r} on the definitions topic")
