@@ -7,13 +7,13 @@ crash is decided (and identified) exactly as the first time.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Collection, Mapping, NamedTuple
 
 from engine.membership import RecordState, Transition, apply_time
 from engine.registry import SegmentSet
 from engine.rules.errors import EngineError
+from engine.workspaces import NAME_PATTERN  # team members, groups and rule ids
 
 ASSIGNED = "conversation.assigned"
 UNASSIGNED = "conversation.unassigned"
@@ -21,7 +21,6 @@ NO_RULE_MATCHED = "no_rule_matched"
 UNKNOWN_CONTACT = "unknown_contact"  # never seen by the engine, or deleted
 CONVERSATION_IDS = 200  # conversation ids remembered per contact, to drop a re-sent conversation.created
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@+-]{1,100}$")
 MAX_RULES = 500
 MAX_GROUPS = 200
 MAX_GROUP_MEMBERS = 1000

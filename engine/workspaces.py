@@ -17,8 +17,9 @@ from engine.rules import Catalog, FieldType, catalog_for
 from engine.rules.catalog import OBJECT_TYPES
 
 TEAM_ROLES = ("admin", "agent")
-# The names chat assignment accepts too, so any team member can be named everywhere.
-MEMBER_NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,100}$")
+# A team member's (or group's) name; chat assignment takes the same for its rule ids, so any team member
+# can be named everywhere.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@+-]{1,100}$")
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,12 @@ def load_team(workspace: str, spec: object) -> dict[str, TeamMember]:
     team: dict[str, TeamMember] = {}
     for name, member in spec.items():
         where = f"workspace {workspace!r}, team member {name!r}"
-        if not MEMBER_NAME.match(name):
+        if not NAME_PATTERN.match(name):
             raise ValueError(f"{where}: a name is 1-100 letters, digits or `_.@+-`")
         if not isinstance(member, dict) or member.get("role") not in TEAM_ROLES:
             raise ValueError(f"{where}: `role` must be one of {', '.join(TEAM_ROLES)}")
         group = member.get("group")
-        if group is not None and (not isinstance(group, str) or not MEMBER_NAME.match(group)):
+        if group is not None and (not isinstance(group, str) or not NAME_PATTERN.match(group)):
             raise ValueError(f"{where}: `group` must be null or 1-100 letters, digits or `_.@+-`")
         team[name] = TeamMember(name, member["role"], group)
     return team
