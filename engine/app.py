@@ -192,7 +192,7 @@ class Engine:
         committed; Faust acknowledges the fetch (and may commit its offsets) only when the agent asks for
         the next one."""
         await self.registry_ready.wait()
-        for dropped in self.state.end():  # a crashed agent's uncommitted writes: their messages are re-read
+        for dropped in self.state.discard():  # a crashed agent's uncommitted writes: their messages are re-read
             log.warning("partition %d: dropping %d uncommitted writes of a crashed agent", dropped.partition,
                         len(dropped.pending))
         self.checkpoint.reset()
@@ -204,10 +204,10 @@ class Engine:
             for record in records:
                 await self.apply_record(record)
                 if len(self.checkpoint.group.out) >= GROUP_OUTGOING:
-                    await self.checkpoint.commit_pending()
+                    await self.checkpoint.commit_behind()
             self.processor.count_flips()
             if self.checkpoint.group.records >= GROUP_RECORDS or queued.empty():
-                await self.checkpoint.commit_pending()
+                await self.checkpoint.commit_behind()
 
     async def apply_record(self, record: Any) -> None:
         """Apply one record unless it was applied already; records the consumer skipped come first."""
@@ -223,8 +223,7 @@ class Engine:
 
     async def apply_message(self, msg: Any) -> None:
         """Apply one record into the open group: its writes (state, position) wait in the partition's
-        overlay and its events in the group until commit_pending."""
-        await self.checkpoint.committed()  # a commit from outside the agent (a revocation): reads must see it
+        overlay and its events in the group until the group is committed (Checkpoint)."""
         self.state.begin(msg.partition)
         await self.handle(msg)
         self.state.set_position(msg.topic, msg.offset)

@@ -38,8 +38,10 @@ class Group:
 
 
 class Checkpoint:
-    """The open group and its commit. One per worker; the agent is its only writer, and a commit from
-    outside the agent (a partition revocation) is awaited by the agent before it applies more."""
+    """The open group and its commit. One per worker; the agent is its only writer. At most one group's
+    commit is in flight: the agent hands a group over (`commit_behind`) and applies the next fetch while
+    the broker acknowledges its events, reading the handed-over writes through (StateStore.landing); the
+    next group's commit starts only once that one landed, so the order events -> state holds per group."""
 
     def __init__(self, app: Any, state: StateStore, table: Any, changelog_topic_name: str,
                  partition_counts: dict[str, int]) -> None:
@@ -49,21 +51,44 @@ class Checkpoint:
         self.changelog_topic_name = changelog_topic_name
         self.partition_counts = partition_counts
         self.group = Group()
-        self.committing: asyncio.Future[None] | None = None  # a group's commit in flight
+        self.committing: asyncio.Task[None] | None = None  # a group's commit in flight
+        # A commit that failed: every group applied after it read its writes, so none may be committed;
+        # the agent fails and its restart (reset) drops them all, and their messages are re-read.
+        self.failed: BaseException | None = None
 
     def reset(self) -> None:
-        """Forget the open group (a restarted agent: its records are read again)."""
+        """Forget the open group and a failed commit (a restarted agent: its records are read again)."""
         self.group = Group()
+        self.failed = None
 
-    async def commit_pending(self) -> None:
-        """Produce the group's messages and wait for their acknowledgement, then commit every partition's
-        writes (one RocksDB write batch and changelog record batches each)."""
+    async def commit_behind(self) -> None:
+        """Hand the open group to a commit and return without waiting for it (after the previous one)."""
         await self.committed()
         group, self.group = self.group, Group()
         ended = self.state.end()
-        if not group.out and not ended:
-            return
-        done = self.committing = asyncio.get_running_loop().create_future()
+        if group.out or ended:
+            self.committing = asyncio.ensure_future(self._commit(group, ended))
+
+    async def commit_pending(self) -> None:
+        """Commit everything applied so far, and return once it is acknowledged and in RocksDB (before a
+        step that reads committed state, a gap repair, a revocation)."""
+        await self.commit_behind()
+        await self.committed()
+
+    async def committed(self) -> None:
+        """Until no group's commit is in flight; raises if one failed."""
+        while (task := self.committing) is not None:
+            try:
+                await asyncio.shield(task)
+            finally:
+                if self.committing is task and task.done():
+                    self.committing = None
+        if self.failed is not None:
+            raise RuntimeError("an earlier commit failed; the agent restarts") from self.failed
+
+    async def _commit(self, group: Group, ended: list[PartitionWrites]) -> None:
+        """Produce the group's messages and wait for their acknowledgement, then commit every partition's
+        writes (one RocksDB write batch and changelog record batches each)."""
         try:
             await self.flush(group.out)
             now = time.time()
@@ -71,14 +96,10 @@ class Checkpoint:
                 metrics.CHANGE_TO_EVENT_SECONDS.observe(max(0.0, now - stamp))
             for writes in ended:
                 await self.commit(writes)
-        finally:
-            self.committing = None
-            done.set_result(None)
-
-    async def committed(self) -> None:
-        """Until no group's commit is in flight."""
-        while self.committing is not None:
-            await asyncio.shield(self.committing)
+            self.state.landed(ended)
+        except BaseException as exc:
+            self.failed = exc
+            raise
 
     async def commit_first(self, partition: int) -> None:
         """Commit the open group before a step that reads committed state, then go on in `partition`."""

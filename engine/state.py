@@ -60,22 +60,28 @@ class PartitionWrites:
     RocksDB write batch (atomic) and one changelog record batch, instead of a Faust table write (a
     RocksDB put plus a changelog send, about 100 µs) per key. Reads see the pending writes."""
 
-    __slots__ = ("db", "partition", "pending", "docs")
+    __slots__ = ("db", "partition", "pending", "docs", "below")
 
-    def __init__(self, db: Any, partition: int) -> None:
+    def __init__(self, db: Any, partition: int, below: "PartitionWrites | None" = None) -> None:
         self.db = db
         self.partition = partition
         self.pending: dict[bytes, bytes | None] = {}  # None: delete
         # Count documents changed since the group began, kept decoded until `seal` (a busy segment's count
         # changes with many messages of a group: one JSON round trip per group instead of per message).
         self.docs: dict[bytes, dict[str, Any]] = {}
+        # The previous group's writes to this partition while their commit is in flight (the agent applies
+        # the next fetch meanwhile): read through, as they will be in RocksDB once that commit lands.
+        self.below = below
 
     def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
         if key in self.docs:
             return orjson.dumps(self.docs[key])
-        if key in self.pending:
-            value = self.pending[key]
-            return default if value is None else value
+        writes: PartitionWrites | None = self
+        while writes is not None:
+            if key in writes.pending:
+                value = writes.pending[key]
+                return default if value is None else value
+            writes = writes.below
         value = self.db.get(key)
         return default if value is None else value
 
@@ -164,6 +170,7 @@ class StateStore:
         self.table = table
         self.writes = PartitionWrites(None, -1)  # the partition of the message in progress (see begin)
         self.open: dict[int, PartitionWrites] = {}  # partition -> writes not committed yet
+        self.landing: dict[int, PartitionWrites] = {}  # partition -> ended writes whose commit is in flight
         self.member_prefixes: dict[tuple[str, str, str], tuple[str, bytes]] = {}  # segment -> (key, index prefix)
 
     def begin(self, partition: int) -> "PartitionWrites":
@@ -171,18 +178,37 @@ class StateStore:
         (the agent commits several messages at once); reads inside the agent see them all."""
         writes = self.open.get(partition)
         if writes is None:
-            writes = self.open[partition] = PartitionWrites(self._db(partition), partition)
+            writes = self.open[partition] = PartitionWrites(self._db(partition), partition,
+                                                            self.landing.get(partition))
         self.writes = writes
         return writes
 
     def end(self) -> list["PartitionWrites"]:
-        """Hand over every partition's uncommitted writes (to be committed, or dropped after a crash)."""
+        """Hand over every partition's uncommitted writes to a commit; reads go on seeing them (through
+        `landing`) until that commit calls `landed`. Only one commit is in flight at a time."""
         for writes in self.open.values():
             writes.seal()
+            writes.below = None  # the group below landed before this one was ended (Checkpoint's order)
         ended = [w for w in self.open.values() if w.pending]
         self.open = {}
         self.writes = PartitionWrites(None, -1)
+        self.landing = {w.partition: w for w in ended}
         return ended
+
+    def landed(self, ended: list["PartitionWrites"]) -> None:
+        """A commit of `ended` wrote them to RocksDB: reads find them there now."""
+        for writes in ended:
+            if self.landing.get(writes.partition) is writes:
+                del self.landing[writes.partition]
+        for writes in self.open.values():
+            if writes.below is not None and writes.below in ended:
+                writes.below = None
+
+    def discard(self) -> list["PartitionWrites"]:
+        """Forget every uncommitted write, open or landing (a crashed agent: its messages are re-read)."""
+        dropped = [*self.landing.values(), *self.end()]
+        self.landing = {}
+        return dropped
 
     # ---- writes: inside the agent ----------------------------------------------------------------
 
@@ -299,7 +325,7 @@ class StateStore:
 
     def applied_position(self, partition: int, topic: str) -> int | None:
         """`position` of a given partition, including messages applied but not committed yet."""
-        writes = self.open.get(partition)
+        writes = self.open.get(partition) or self.landing.get(partition)
         key = POSITION_KEY + topic.encode()
         raw = writes.get(key) if writes is not None else self._db(partition).get(key)
         return None if raw is None else int(raw)

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import orjson
 import pytest
-from rocksdict import Rdict
+from rocksdict import Options, Rdict
 
 from engine.envelope import encode, envelope, transition_id
 from engine.intake import decode_message
@@ -34,7 +34,7 @@ class Record:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[StateStore]:
-    db = Rdict(str(tmp_path / "state"))
+    db = Rdict(str(tmp_path / "state"), Options(raw_mode=True))  # as Faust opens it: bytes keys and values
     yield StateStore(OneDatabase(db))
     db.close()
 
@@ -108,3 +108,19 @@ def test_flips_are_counted_in_the_metrics_once_tallied(processor: Processor, sto
     apply(processor, store, 0, "record.change", change(1, country="PL", lifetime_value=5000))
     processor.count_flips()
     assert entered() == before + 1
+
+
+def test_the_next_group_reads_a_group_whose_commit_is_in_flight(processor: Processor, store: StateStore) -> None:
+    """The agent applies the next fetch while the previous group's events are acknowledged: it must see
+    that group's states and positions before they reach RocksDB, and drop both if that commit fails."""
+    apply(processor, store, 0, "record.change", change(1, country="PL", lifetime_value=1500))
+    store.set_position("record-changes", 0)
+    landing = store.end()  # handed to a commit, not in RocksDB yet
+    assert store.applied_position(0, "record-changes") == 0
+    work = apply(processor, store, 1, "record.change", change(2, lifetime_value=10))
+    assert [orjson.loads(value)["type"] for _, _, value in work.out] == ["segment.exited"]
+    for writes in landing:
+        writes.apply_locally()
+    store.landed(landing)
+    assert store.begin(0).below is None and store.landing == {}
+    assert len(store.discard()) == 1 and store.applied_position(0, "record-changes") == 0
