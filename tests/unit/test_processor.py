@@ -110,6 +110,20 @@ def test_flips_are_counted_in_the_metrics_once_tallied(processor: Processor, sto
     assert entered() == before + 1
 
 
+def test_counts_follow_each_commit_of_the_partition(processor: Processor, store: StateStore) -> None:
+    """Counts are kept between writes (a /metrics scrape parses no documents twice) and never stale."""
+    apply(processor, store, 0, "record.change", change(1, country="PL", lifetime_value=1500))
+    for writes in store.end():
+        writes.apply_locally()
+    assert store.counts(0) == {"acme/contact/pl": 1}
+    assert store.counts(0) == {"acme/contact/pl": 1}  # from the cache
+    apply(processor, store, 1, "record.change", change(2, lifetime_value=10))
+    assert store.counts(0) == {"acme/contact/pl": 1}  # not committed yet: the committed count
+    for writes in store.end():
+        writes.apply_locally()
+    assert store.counts(0) == {"acme/contact/pl": 0}
+
+
 def test_the_next_group_reads_a_group_whose_commit_is_in_flight(processor: Processor, store: StateStore) -> None:
     """The agent applies the next fetch while the previous group's events are acknowledged: it must see
     that group's states and positions before they reach RocksDB, and drop both if that commit fails."""
