@@ -58,8 +58,8 @@ MAX_CLOCK_LEAD_MS = 60_000  # system clock: how far ahead of this worker's wall 
 GROUP_RECORDS = 1_000  # records applied before their writes are committed together, at most
 # Outgoing messages (events, decisions, dead letters) a group holds before it is committed, even inside a
 # fetch: one fetch of 100-change batches at 10,000 segments implies ~400,000 events, held in memory until
-# acknowledged.
-GROUP_OUTGOING = 20_000
+# acknowledged. Two groups can be in memory (one landing while the next is applied).
+GROUP_OUTGOING = 10_000
 STALL_CHECK_S = 5.0  # how often partitions that lag without moving are nudged (see _nudge_stalled)
 
 
