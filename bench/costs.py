@@ -106,9 +106,11 @@ class Pipeline:
         record batches, the RocksDB write batch (and the flips' metrics, which the agent counts per fetch)."""
         self.processor.count_flips()
         self.batches(out)
-        for writes in self.state.end():
+        ended = self.state.end()
+        for writes in ended:
             writes.apply_locally()
             self.batches([("changelog", key, value) for key, value in writes.changelog_order()])
+        self.state.landed(ended)
 
     def batches(self, records: list[Any]) -> None:
         builder = self.batch_builder(magic=2, compression_type=0, is_transactional=False, producer_id=-1,

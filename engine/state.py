@@ -189,7 +189,6 @@ class StateStore:
         `landing`) until that commit calls `landed`. Only one commit is in flight at a time."""
         for writes in self.open.values():
             writes.seal()
-            writes.below = None  # the group below landed before this one was ended (Checkpoint's order)
         ended = [w for w in self.open.values() if w.pending]
         self.open = {}
         self.writes = PartitionWrites(None, -1)
