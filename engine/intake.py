@@ -81,7 +81,8 @@ def decode_message(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
 def _isolate_bad_items(message: Any) -> dict[str, Any] | None:
     """The batch with each schema-invalid item replaced by an InvalidItem, if those items are all that is
     wrong with it; None otherwise (the message is rejected whole). Only runs for messages that failed."""
-    spec = BATCH_ITEMS.get(message.get("type")) if isinstance(message, dict) else None  # type: ignore[arg-type]
+    kind = message.get("type") if isinstance(message, dict) else None
+    spec = BATCH_ITEMS.get(kind) if isinstance(kind, str) else None
     data = message.get("data") if spec is not None else None
     if spec is None or not isinstance(data, dict) or not isinstance(data.get(spec[0]), list):
         return None

@@ -33,6 +33,8 @@ def test_single_and_batch_messages_decode() -> None:
         (encode(envelope("record.change", change(op="merge"), workspace="acme")), SchemaViolation),
         (encode(envelope("record.changes", {"changes": []}, workspace="acme")), SchemaViolation),
         (encode(envelope("record.upserted", change(), workspace="acme")), SchemaViolation),
+        (encode(envelope([], change(), workspace="acme")), SchemaViolation),  # was a TypeError: the agent crashed
+        (encode(envelope({"a": 1}, change(), workspace="acme")), SchemaViolation),
         (b"{" + b" " * 2000 + b"}", MessageTooLarge),
     ],
 )
