@@ -104,7 +104,7 @@ class Pipeline:
     def commit(self, out: list[Any]) -> None:
         """Checkpoint.commit_pending without the network: outgoing records and the changelog's records into
         record batches, the RocksDB write batch (and the flips' metrics, which the agent counts per fetch)."""
-        self.processor.count_flips()
+        self.processor.flush_metrics()
         self.batches(out)
         ended = self.state.end()
         for writes in ended:

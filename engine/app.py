@@ -217,7 +217,7 @@ class Engine:
                     yielded = time.perf_counter()
                 if len(self.checkpoint.group.out) >= GROUP_OUTGOING:
                     await self.checkpoint.commit_behind()
-            self.processor.count_flips()
+            self.processor.flush_metrics()
             if self.checkpoint.group.records >= GROUP_RECORDS or queued.empty():
                 await self.checkpoint.commit_behind()
 

@@ -7,6 +7,9 @@ are read at scrape time by `engine.observe`, so the hot path pays nothing for th
 """
 from __future__ import annotations
 
+from bisect import bisect_left
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 from engine.rules.errors import error_codes
@@ -141,10 +144,70 @@ def start_series() -> None:
             MEMBERSHIP_EVENTS.labels(event_type, cause)
 
 
-# Children the hot path increments, bound once (`labels()` costs a lock and a dict lookup per call).
-CHANGES_APPLIED = CHANGES.labels("applied")
-CHANGES_STALE = CHANGES.labels("stale")
+class CounterTally:
+    """Increments of a counter child kept as a plain int until `flush_tallies` (see HistogramTally)."""
+
+    __slots__ = ("child", "n")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.n = 0
+        TALLIES.append(self)
+
+    def inc(self, n: int = 1) -> None:
+        self.n += n
+
+    def flush(self) -> None:
+        if self.n:
+            self.child.inc(self.n)
+            self.n = 0
+
+
+class HistogramTally:
+    """Observations of a histogram child kept in plain Python until `flush_tallies`, which the agent calls
+    once per fetch: prometheus_client takes a lock per counter increment and two per observation (~2 µs a
+    message for the hot path's three metrics, ~0.4 µs tallied). The flush adds each bucket's count and the
+    sum to the child's own `_buckets` and `_sum`, as its `observe` does one observation at a time."""
+
+    __slots__ = ("child", "bounds", "counts", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.bounds: list[float] = child._upper_bounds  # ascending, the last +Inf
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+        TALLIES.append(self)
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.bounds, amount)] += 1  # the first bucket with amount <= bound
+        self.total += amount
+
+    def flush(self) -> None:
+        if not any(self.counts):
+            return
+        for i, n in enumerate(self.counts):
+            if n:
+                self.child._buckets[i].inc(n)
+                self.counts[i] = 0
+        self.child._sum.inc(self.total)
+        self.total = 0.0
+
+
+TALLIES: list[CounterTally | HistogramTally] = []
+
+
+def flush_tallies() -> None:
+    """Add what the hot path tallied since the last call to the metrics /metrics serves."""
+    for tally in TALLIES:
+        tally.flush()
+
+
+# Children the hot path increments, bound once (`labels()` costs a lock and a dict lookup per call), and
+# tallied per fetch where a message increments them.
+CHANGES_APPLIED = CounterTally(CHANGES.labels("applied"))
+CHANGES_STALE = CounterTally(CHANGES.labels("stale"))
 CHANGES_DEADLETTERED = CHANGES.labels("deadlettered")
-EVALUATION_SECONDS_BY_KIND = {kind: EVALUATION_SECONDS.labels(kind) for kind in EVALUATION_KINDS}
-BEHAVIOUR_EVENTS_APPLIED = BEHAVIOUR_EVENTS.labels("applied")
-BEHAVIOUR_EVENTS_IGNORED = BEHAVIOUR_EVENTS.labels("ignored")
+EVALUATION_SECONDS_BY_KIND = {kind: HistogramTally(EVALUATION_SECONDS.labels(kind)) for kind in EVALUATION_KINDS}
+BEHAVIOUR_EVENTS_APPLIED = CounterTally(BEHAVIOUR_EVENTS.labels("applied"))
+BEHAVIOUR_EVENTS_IGNORED = CounterTally(BEHAVIOUR_EVENTS.labels("ignored"))
+SEGMENTS_EVALUATED_PER_CHANGE = HistogramTally(SEGMENTS_EVALUATED)

@@ -120,7 +120,7 @@ class Processor:
                 continue
             applied.inc()
             if changes:
-                metrics.SEGMENTS_EVALUATED.observe(outcome.evaluated)
+                metrics.SEGMENTS_EVALUATED_PER_CHANGE.observe(outcome.evaluated)
             self.keep(work, key, outcome.state, workspace, item.object_type, item.record_id, outcome.transitions,
                       now, raw)
 
@@ -266,7 +266,7 @@ class Processor:
     def membership_events(
         self, workspace: str, object_type: str, record_id: str, transitions: list[Transition], now: int
     ) -> Iterable[Outgoing]:
-        """The entered/exited events of a record's transitions (tallied for the metrics, see count_flips)."""
+        """The entered/exited events of a record's transitions (tallied for the metrics, see flush_metrics)."""
         key = record_key(workspace, object_type, record_id).encode()
         stamp = utc_now_iso()  # one clock read per record, not per event
         flips = self.flips
@@ -289,11 +289,12 @@ class Processor:
             yield self.events_topic_name, key, encode(envelope(t.event_type, data, workspace=workspace, id_=event_id,
                                                                time=stamp))
 
-    def count_flips(self) -> None:
-        """Add the flips tallied since the last call to the metrics: joins and leaves per segment, labelled
-        by segment id for the first METRICS_MAX_SEGMENTS segments this worker sees (Prometheus cost grows
-        with label values), the rest under "_other". Once per fetch, not per flip (a counter's increment
-        costs about a fifth of encoding the event)."""
+    def flush_metrics(self) -> None:
+        """Add what was tallied since the last call to the metrics (engine.metrics.flush_tallies), and the
+        flips: joins and leaves per segment, labelled by segment id for the first METRICS_MAX_SEGMENTS
+        segments this worker sees (Prometheus cost grows with label values), the rest under "_other". Once
+        per fetch, not per flip (a counter's increment costs about a fifth of encoding the event)."""
+        metrics.flush_tallies()
         flips, self.flips = self.flips, {}
         for (workspace, segment_id, event_type, cause), n in flips.items():
             events_counter = self.event_counters.get((event_type, cause))

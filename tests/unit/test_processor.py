@@ -106,7 +106,7 @@ def test_flips_are_counted_in_the_metrics_once_tallied(processor: Processor, sto
 
     before = entered()
     apply(processor, store, 0, "record.change", change(1, country="PL", lifetime_value=5000))
-    processor.count_flips()
+    processor.flush_metrics()
     assert entered() == before + 1
 
 
