@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 import topics
+from bench.reference_job import BATCH_BYTES, send_batches
 from engine.admin import ensure_topics
 from engine.broker import LocalBroker, free_port
 from engine.client import Publisher, group_by_partition
@@ -292,23 +293,17 @@ def send_all(publisher: Publisher, topic: str, messages: Iterable[Msg]) -> None:
     asyncio.run(_send_batches(publisher.settings.bootstrap_servers, topic, messages))
 
 
-async def _send_batches(bootstrap_servers: str, topic: str, messages: Iterable[Msg]) -> None:
-    by_partition: dict[int, list[Msg]] = {}
+async def _send_batches(bootstrap_servers: list[str], topic: str, messages: Iterable[Msg]) -> None:
+    by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
     for m in messages:
-        by_partition.setdefault(m.partition, []).append(m)
+        by_partition.setdefault(m.partition, []).append((m.key, m.value))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=0,
-                                max_batch_size=524_288, max_request_size=2 * 1_048_576)
+                                max_batch_size=BATCH_BYTES, max_request_size=2 * 1_048_576)
     await producer.start()
     try:
         futures = []
-        for partition, msgs in by_partition.items():
-            batch = producer.create_batch()
-            for m in msgs:
-                if batch.append(key=m.key, value=m.value, timestamp=None) is None:
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=m.key, value=m.value, timestamp=None)
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        for partition, records in by_partition.items():
+            futures += await send_batches(producer, topic, partition, records)
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

@@ -35,7 +35,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -47,11 +47,30 @@ from engine.intake import partition_for
 from engine.membership import Change, RecordState, apply_change
 from engine.registry import SegmentRegistry, SegmentSet
 from engine.rules import normalize_fields
-from engine.settings import SAMPLES
+from engine.settings import SAMPLES, Settings
 from engine.state import POSITION_KEY
 from engine.workspaces import load_workspaces
 
 WORKSPACE = "demo"
+# The engine producer's record batch size (engine/app.py: half the message limit). aiokafka's default 16 KiB
+# takes ~35 round trips for a fetch's 2 MB of events: one request in flight per broker, one batch per partition.
+BATCH_BYTES = Settings.max_message_bytes // 2
+
+
+async def send_batches(producer: AIOKafkaProducer, topic: str, partition: int,
+                       records: Iterable[tuple[bytes | None, bytes]]) -> list[Any]:
+    """Record batches on one partition, one send per batch (as Checkpoint.send_batches); their futures."""
+    futures = []
+    batch, count = producer.create_batch(), 0
+    for key, value in records:
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch, count = producer.create_batch(), 0
+            batch.append(key=key, value=value, timestamp=None)
+        count += 1
+    if count:
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
 
 
 def rocksdb_options() -> Options:
@@ -93,22 +112,6 @@ class Job:
         if found is None:
             found = self.sets[scope] = self.registry.segment_set(workspace, object_type)
         return found
-
-    async def send_batches(self, topic: str, partition: int, records: list[tuple[bytes, bytes]]) -> list[Any]:
-        """Record batches on one partition, one send per batch (as Engine.send_batches); their futures."""
-        producer = self.producer
-        assert producer is not None
-        futures = []
-        batch, count = producer.create_batch(), 0
-        for key, value in records:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                batch, count = producer.create_batch(), 0
-                batch.append(key=key, value=value, timestamp=None)
-            count += 1
-        if count:
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
 
     async def apply_fetch(self, topic: str, fetched: dict[TopicPartition, list[Any]]) -> int:
         """Everything the fetch's messages change: events acknowledged, then one state write batch, then the
@@ -167,7 +170,7 @@ class Job:
         # 1. events produced and acknowledged before any state is written
         acks = []
         for partition, records in events.items():
-            acks.extend(await self.send_batches(self.events_topic, partition, records))
+            acks.extend(await send_batches(self.producer, self.events_topic, partition, records))
         if acks:
             await asyncio.gather(*acks)
         # 2. one RocksDB write batch: every changed record, then each partition's position
@@ -189,7 +192,8 @@ class Job:
         # 3. the changelog (acknowledgements collected, awaited before the end)
         for partition, records in changelog.items():
             if records:
-                self.changelog_futures.extend(await self.send_batches(self.changelog_topic, partition, records))
+                self.changelog_futures.extend(await send_batches(self.producer, self.changelog_topic, partition,
+                                                                  records))
         if len(self.changelog_futures) > 256:
             self.changelog_futures = [f for f in self.changelog_futures if not f.done()]
         return messages
@@ -222,10 +226,8 @@ class Job:
 
     async def run(self, env: dict[str, str]) -> dict[str, Any]:
         timeout = float(env.get("BENCH_TIMEOUT", "180"))
-        # Record batches of 512 KiB, as the engine's producer (aiokafka's default 16 KiB takes ~35 round trips
-        # for a fetch's 2 MB of events: one request in flight per broker, one batch per partition in it).
         self.producer = AIOKafkaProducer(bootstrap_servers=self.broker, acks="all", linger_ms=0,
-                                         max_request_size=2 * 1_048_576, max_batch_size=524_288)
+                                         max_request_size=2 * 1_048_576, max_batch_size=BATCH_BYTES)
         await self.producer.start()
         try:
             self.event_partitions = len(await self.producer.partitions_for(self.events_topic))

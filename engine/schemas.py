@@ -90,7 +90,7 @@ def validate_message(message: Any) -> None:
     kind = message.get("type")
     name = MESSAGE_SCHEMAS.get(kind) if isinstance(kind, str) else None  # ([] or {} would raise TypeError)
     if name is None:
-        raise SchemaViolation(f"unknown message type {message.get('type')!r}")
+        raise SchemaViolation(f"unknown message type {kind!r}")
     try:
         validator(name)(message)
     except fastjsonschema.JsonSchemaException as exc:
