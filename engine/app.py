@@ -67,6 +67,21 @@ YIELD_S = 0.002
 STALL_CHECK_S = 5.0  # how often partitions that lag without moving are nudged (see _nudge_stalled)
 
 
+def agent_stacks() -> str:
+    """Where the record agent waits now, innermost await last (for a log line when partitions stop moving)."""
+    stacks = []
+    for task in asyncio.all_tasks():
+        frames, coro = [], task.get_coro()
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                frames.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        if any(line.endswith(" in _agent") for line in frames):
+            stacks.append("\n".join(frames))
+    return "\n\n".join(stacks) or "(no agent task)"
+
+
 class Engine:
     """Wires the Faust app, the state table and the segment registry of one worker."""
 
@@ -169,6 +184,7 @@ class Engine:
         self.app.timer(interval=RECALCULATION_CHECK_S)(self._recalculate_on_interval)
         self.app.timer(interval=STALL_CHECK_S)(self._nudge_stalled)
         self.stalled: dict[tuple[str, int], int] = {}  # (topic, partition) -> applied position seen lagging
+        self.nudged: set[tuple[str, int]] = set()  # input partitions the last check nudged
         # Faust's own monitor (rebalances, offsets, send latency, ...) as faust_*, and the engine's
         # metrics (engine.metrics, engine.observe) from the same registry, on /metrics.
         setup_prometheus_sensors(self.app, pattern="/metrics", name_prefix="faust")
@@ -413,25 +429,32 @@ class Engine:
         seen and whose applied position has not moved since the last check. The consumer can resume past
         the last messages of a partition that were acknowledged to Faust but never committed here (a kill
         between the two); with nothing after them, no gap would show and they would wait for the next
-        message on that partition forever. The marker is that next message (see repair_gap)."""
-        if not self.cluster.ready():
+        message on that partition forever. The marker is that next message (see repair_gap).
+
+        A partition restored from its changelog is repaired on its next message too (PartitionSync.sync),
+        and the worker is not ready until then, so one that waits for repair is nudged even without lag.
+        Only the worker's own readiness gates this: a partition waiting here is what keeps it unready."""
+        if not self.is_ready() or self.app.rebalancing:
             self.stalled.clear()
             return
         try:
             lags = consumer_lag(self, self.cluster.local_partitions())
+            waiting = {(self.records_topic_name, p) for p in self.cluster.repairing()}
         except Exception:  # noqa: BLE001 - rebalancing: the next check will do
             return
         stuck, seen = [], {}
-        for (topic, partition), lag in lags.items():
-            if lag <= 0:
-                continue
+        for topic, partition in sorted(waiting | {tp for tp, lag in lags.items() if lag > 0}):
             position = self.state.applied_position(partition, topic)
             seen[(topic, partition)] = -1 if position is None else position
             if self.stalled.get((topic, partition)) == seen[(topic, partition)]:
                 stuck.append((topic, partition))
-        self.stalled = seen
+        if stuck and set(stuck) <= self.nudged:
+            # Nudged last time and still not moving: the agent itself may be waiting; say where.
+            log.warning("input partitions still stalled after a nudge; the agent is at:\n%s", agent_stacks())
+        self.stalled, self.nudged = seen, set(stuck)
         if stuck:
-            log.warning("nudging %d input partition(s) whose last messages were not applied: %s", len(stuck), stuck)
+            log.warning("nudging %d input partition(s) lagging or awaiting repair without progress: %s",
+                        len(stuck), stuck)
             await self.checkpoint.send_markers(encode(envelope("engine.sync", {})), stuck)
 
     async def _forget_synced(self, sender: Any, revoked: Any, **kwargs: Any) -> None:

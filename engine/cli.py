@@ -206,6 +206,18 @@ def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def not_ready_because(health: dict[str, Any]) -> str:
+    """What /health says keeps a worker from being ready, as ` (reason, ...)`; empty when it names nothing."""
+    reasons = []
+    if health.get("registry_loaded") is False:
+        reasons.append("loading segment definitions")
+    if health.get("recovering"):
+        reasons.append("recovering tables")
+    if health.get("repairing_partitions"):
+        reasons.append(f"repairing {health['repairing_partitions']}")
+    return f" ({', '.join(reasons)})" if reasons else ""
+
+
 def cmd_progress(settings: Settings, args: argparse.Namespace) -> int:
     """Backfills (segment created, edited, recalculated) and consumer lag of every worker, from /health;
     with --wait, until every answer is complete and current: every worker ready, every partition held by
@@ -241,9 +253,11 @@ def cmd_progress(settings: Settings, args: argparse.Namespace) -> int:
             lag = sum(health.get("lag", {}).values())
             detail = " ".join(f"p{p}:{n}" for p, n in health.get("backfill_pending", {}).items())
             unowned = health.get("unowned_partitions") or []
-            print(f"{time.strftime('%H:%M:%S')}  {url}  {'ready' if health.get('ready') else 'NOT READY'}  "
+            lagging = " ".join(f"p{p}:{n}" for p, n in health.get("lag", {}).items() if n)
+            print(f"{time.strftime('%H:%M:%S')}  {url}  {'ready' if health.get('ready') else 'NOT READY' + not_ready_because(health)}  "
                   f"partitions={health.get('partitions')}  backfill pending={backfill}{' (' + detail + ')' if detail else ''}"
-                  f"  lag={lag}{f'  no live owner: {unowned}' if unowned else ''}", flush=True)
+                  f"  lag={lag}{' (' + lagging + ')' if lagging else ''}{f'  no live owner: {unowned}' if unowned else ''}",
+                  flush=True)
             done = done and bool(health.get("ready")) and backfill == 0 and lag == 0
             covered += health.get("partitions") or []
         if first is not None and sorted(covered) != list(range(first.get("partition_count", len(covered)))):

@@ -147,7 +147,8 @@ def test_exports_right_after_progress_wait_are_complete_after_kills_during_a_bac
     progress = subprocess.run([sys.executable, "-m", "engine.cli", "progress", "--wait", "--interval", "0.3",
                                "--timeout", "180", "--url", f"http://127.0.0.1:{port}"],
                               cwd=REPO, env=worker.env, capture_output=True, text=True, timeout=200)
-    assert progress.returncode == 0, progress.stdout[-2000:] + progress.stderr[-2000:]
+    assert progress.returncode == 0, (progress.stdout[-1500:] + progress.stderr[-500:]
+                                      + "\nworker log:\n" + worker.log_tail(200))
     oracle = Oracle(harness.catalog(), rules).apply_all(changes)
     expected = oracle.membership()
     at_once = membership_problems([port], expected, rules)  # no retry: progress said every answer is complete
