@@ -171,7 +171,8 @@ class StateStore:
         self.writes = PartitionWrites(None, -1)  # the partition of the message in progress (see begin)
         self.open: dict[int, PartitionWrites] = {}  # partition -> writes not committed yet
         self.landing: dict[int, PartitionWrites] = {}  # partition -> ended writes whose commit is in flight
-        self.member_prefixes: dict[tuple[str, str, str], tuple[str, bytes]] = {}  # segment -> (key, index prefix)
+        # segment -> (its count key, its member index prefix): built once, not per flip
+        self.member_prefixes: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
         self.count_cache: dict[int, tuple[tuple[int, int], dict[str, int]]] = {}  # see counts
 
     def begin(self, partition: int) -> "PartitionWrites":
@@ -221,7 +222,7 @@ class StateStore:
         """Member index, counts, schedule and record states of one message (the order no longer matters:
         a message's writes reach RocksDB in one write batch and the changelog in one record batch).
         `serialised` holds states already turned into bytes (by the size check), not serialised twice."""
-        deltas: dict[str, int] = defaultdict(int)
+        deltas: dict[bytes, int] = defaultdict(int)  # count key -> members gained
         table = self.writes
         prefixes = self.member_prefixes
         for workspace, object_type, record_id, transitions in membership:
@@ -233,15 +234,15 @@ class StateStore:
                     if len(prefixes) > MEMBER_PREFIX_CACHE:
                         prefixes.clear()
                     seg_key = segment_key(*scoped)
-                    found = prefixes[scoped] = (seg_key, member_prefix(seg_key))
-                seg_key, prefix = found
+                    found = prefixes[scoped] = (COUNT_PREFIX + seg_key.encode(), member_prefix(seg_key))
+                count_key, prefix = found
                 index_key = prefix + record
                 if t.event_type == ENTERED:
                     table[index_key] = b"1"
-                    deltas[seg_key] += 1
+                    deltas[count_key] += 1
                 else:
                     del table[index_key]
-                    deltas[seg_key] -= 1
+                    deltas[count_key] -= 1
         if deltas:
             self._add_counts(marker, deltas)
         for key, state in states:
@@ -254,13 +255,12 @@ class StateStore:
             raw = serialised.get(key) if serialised else None
             table[key] = raw if raw is not None else state.to_bytes()
 
-    def _add_counts(self, marker: Marker, deltas: dict[str, int]) -> None:
+    def _add_counts(self, marker: Marker, deltas: dict[bytes, int]) -> None:
         """One small key per segment (a per-partition document of every segment's count cost a 10,000-entry
         JSON round trip per message)."""
         topic, offset, phase = marker
         writes = self.writes
-        for seg_key, delta in deltas.items():
-            key = COUNT_PREFIX + seg_key.encode()
+        for key, delta in deltas.items():
             doc = writes.doc(key) or {"n": 0, "at": {}}
             last = doc["at"].get(topic)
             if last is not None and (last[0], last[1]) >= (offset, phase):
