@@ -60,6 +60,7 @@ def test_run_demo_prints_events_serves_the_api_and_feeds_subscribers() -> None:
     # The reference subscriber, as the demo's first line tells a newcomer to run it, shows events live.
     live = follow(address.group(1), seconds=8)
     assignments = follow(address.group(1), "--assignments", seconds=8)
+    demo.send_signal(signal.SIGINT)  # Ctrl-C, as the demo tells a newcomer (--duration bounds it otherwise)
     demo.wait(timeout=120)
     reader.join(timeout=10)
     text = "".join(lines)
