@@ -14,7 +14,6 @@ The data path, in the order a message takes it:
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from typing import Any, Iterable
@@ -66,14 +65,6 @@ GROUP_OUTGOING = 10_000
 # applied in one go (~100 ms at 1,000 segments) held a group's acknowledgement up for several fetches.
 YIELD_S = 0.002
 STALL_CHECK_S = 5.0  # how often partitions that lag without moving are nudged (see _nudge_stalled)
-
-
-def freeze_long_lived() -> None:
-    """Move every object alive now (Faust, the libraries, the compiled segment rules) out of the cyclic
-    collector's view, once the registry is loaded or changed. A full collection traverses them all (~19 ms
-    at 1,000 segments in process, growing with the segment count), a pause every change waiting in a fetch
-    sees; they live as long as the worker, and freed ones are still freed by their reference counts."""
-    gc.freeze()
 
 
 def agent_stacks() -> str:
@@ -507,11 +498,9 @@ class Engine:
                         self._count_segments()
                         self.registry_ready.set()
                         log.info("segment registry loaded: generation %d", self.registry.generation)
-                        freeze_long_lived()
                         await self.send_sync_markers()
                 elif changed:
                     self._count_segments()
-                    freeze_long_lived()
                     await self.send_sync_markers()
         finally:
             await consumer.stop()
