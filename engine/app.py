@@ -22,6 +22,7 @@ import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.sensors.prometheus import setup_prometheus_sensors
+from mode.utils.tracebacks import format_task_stack
 from prometheus_client import REGISTRY
 
 import topics
@@ -69,17 +70,8 @@ STALL_CHECK_S = 5.0  # how often partitions that lag without moving are nudged (
 
 def agent_stacks() -> str:
     """Where the record agent waits now, innermost await last (for a log line when partitions stop moving)."""
-    stacks = []
-    for task in asyncio.all_tasks():
-        frames, coro = [], task.get_coro()
-        while coro is not None:
-            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-            if frame is not None:
-                frames.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
-            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-        if any(line.endswith(" in _agent") for line in frames):
-            stacks.append("\n".join(frames))
-    return "\n\n".join(stacks) or "(no agent task)"
+    stacks = (format_task_stack(task) for task in asyncio.all_tasks())
+    return "\n".join(stack for stack in stacks if ", in _agent\n" in stack) or "(no agent task)"
 
 
 class Engine:

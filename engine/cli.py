@@ -218,6 +218,11 @@ def not_ready_because(health: dict[str, Any]) -> str:
     return f" ({', '.join(reasons)})" if reasons else ""
 
 
+def by_partition(counts: dict[str, int]) -> str:
+    """`p0:12 p3:4`: the partitions of a /health figure that have some left."""
+    return " ".join(f"p{p}:{n}" for p, n in counts.items() if n)
+
+
 def cmd_progress(settings: Settings, args: argparse.Namespace) -> int:
     """Backfills (segment created, edited, recalculated) and consumer lag of every worker, from /health;
     with --wait, until every answer is complete and current: every worker ready, every partition held by
@@ -251,9 +256,9 @@ def cmd_progress(settings: Settings, args: argparse.Namespace) -> int:
                 continue
             backfill = sum(health.get("backfill_pending", {}).values())
             lag = sum(health.get("lag", {}).values())
-            detail = " ".join(f"p{p}:{n}" for p, n in health.get("backfill_pending", {}).items())
+            detail = by_partition(health.get("backfill_pending", {}))
             unowned = health.get("unowned_partitions") or []
-            lagging = " ".join(f"p{p}:{n}" for p, n in health.get("lag", {}).items() if n)
+            lagging = by_partition(health.get("lag", {}))
             print(f"{time.strftime('%H:%M:%S')}  {url}  {'ready' if health.get('ready') else 'NOT READY' + not_ready_because(health)}  "
                   f"partitions={health.get('partitions')}  backfill pending={backfill}{' (' + detail + ')' if detail else ''}"
                   f"  lag={lag}{' (' + lagging + ')' if lagging else ''}{f'  no live owner: {unowned}' if unowned else ''}",
