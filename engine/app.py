@@ -59,7 +59,7 @@ MAX_CLOCK_LEAD_MS = 60_000  # system clock: how far ahead of this worker's wall 
 GROUP_RECORDS = 1_000  # records applied before their writes are committed together, at most
 # Outgoing messages (events, decisions, dead letters) a group holds before it is committed, even inside a
 # fetch: one fetch of 100-change batches at 10,000 segments implies ~400,000 events, held in memory until
-# acknowledged. Two groups can be in memory (one landing while the next is applied).
+# acknowledged. MAX_LANDING + 1 groups can be in memory (engine/commit.py: those landing and the open one).
 GROUP_OUTGOING = 10_000
 # The agent hands the event loop back at least this often inside a fetch: the previous group's commit (its
 # sends, the acknowledgements, the RocksDB write) and the web server run on the same loop, and a fetch
@@ -208,10 +208,10 @@ class Engine:
         committed; Faust acknowledges the fetch (and may commit its offsets) only when the agent asks for
         the next one."""
         await self.registry_ready.wait()
+        await self.checkpoint.reset()
         for dropped in self.state.discard():  # a crashed agent's uncommitted writes: their messages are re-read
             log.warning("partition %d: dropping %d uncommitted writes of a crashed agent", dropped.partition,
                         len(dropped.pending))
-        self.checkpoint.reset()
         queued = stream.channel.queue  # type: ignore[attr-defined]
         async for event in stream.events():
             records = event.message.records  # type: ignore[attr-defined]

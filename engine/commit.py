@@ -1,13 +1,14 @@
 """Commit: the one protocol that makes a crash safe, owned by one object (as Quix Streams' `Checkpoint`).
 
 The agent applies records into an open group (engine/processor.py builds each message's `Work`; the state
-store keeps its writes in each partition's overlay). `Checkpoint.commit` then, in this order:
-1. produces the group's outgoing messages (events, decisions, dead letters) and waits for the broker's
-   acknowledgement,
+store keeps its writes in each partition's overlay). Once the agent hands a group over, its commit does,
+in this order:
+1. produces the group's outgoing messages (events, decisions, dead letters), right behind the previous
+   group's, and waits for the broker's acknowledgement,
 2. writes each partition's pending keys to RocksDB in one write batch (record states, member index,
    counts, schedule, and the applied position per input topic last),
 3. sends the same keys to the partition's changelog as record batches, and records the changelog offset
-   in RocksDB once acknowledged.
+   in RocksDB once acknowledged. Steps 2 and 3 wait for the previous group's commit to land.
 State is never ahead of the events it implies: replaying a message after a crash re-emits the same events
 with the same deterministic ids and never skips one.
 """
@@ -26,6 +27,11 @@ from engine.processor import Outgoing
 from engine.state import PartitionWrites, StateStore
 
 
+# Groups handed over whose commit has not finished, at most: the agent waits for the oldest beyond this. Each
+# holds its writes and outgoing messages in memory (see engine/app.py's GROUP_OUTGOING).
+MAX_LANDING = 4
+
+
 @dataclass
 class Group:
     """Records applied since the last commit: how many, their outgoing messages, and the Kafka timestamps
@@ -37,11 +43,29 @@ class Group:
     stamps: list[float] = field(default_factory=list)
 
 
+@dataclass(eq=False)
+class Landing:
+    """A handed-over group's commit: `sent` resolves once its messages are in the producer's batches (the
+    next group's are sent after them), `task` ends when its state is in RocksDB."""
+
+    sent: asyncio.Future[None]
+    task: asyncio.Task[None] = field(init=False)
+
+
 class Checkpoint:
-    """The open group and its commit. One per worker; the agent is its only writer. At most one group's
-    commit is in flight: the agent hands a group over (`commit_behind`) and applies the next fetch while
-    the broker acknowledges its events, reading the handed-over writes through (StateStore.landing); the
-    next group's commit starts only once that one landed, so the order events -> state holds per group."""
+    """The open group and its commits. One per worker; the agent is its only writer.
+
+    Handing a group over (`commit_behind`) starts its commit and returns: the agent applies the next fetch
+    meanwhile, reading the handed-over writes through (StateStore.landing). Commits are pipelined, up to
+    MAX_LANDING at once, each in three steps:
+    1. send the group's messages, right after the previous group's were sent (so each partition's events
+       keep their order), without waiting for any earlier commit: an event leaves as soon as its group is
+       handed over, not after the previous group reached RocksDB;
+    2. wait for their acknowledgement;
+    3. once the previous group's commit landed, write the state (RocksDB, then the changelog).
+    So state is still committed in group order and only after the events it implies are acknowledged. A
+    crash between 1 and 3 leaves events whose state was not committed; their messages are re-read and the
+    events repeated under the same ids, as after any crash before a state write."""
 
     def __init__(self, app: Any, state: StateStore, table: Any, changelog_topic_name: str,
                  partition_counts: dict[str, int]) -> None:
@@ -51,23 +75,33 @@ class Checkpoint:
         self.changelog_topic_name = changelog_topic_name
         self.partition_counts = partition_counts
         self.group = Group()
-        self.committing: asyncio.Task[None] | None = None  # a group's commit in flight
+        self.landing: list[Landing] = []  # handed-over groups whose commit has not finished, oldest first
         # A commit that failed: every group applied after it read its writes, so none may be committed;
         # the agent fails and its restart (reset) drops them all, and their messages are re-read.
         self.failed: BaseException | None = None
 
-    def reset(self) -> None:
-        """Forget the open group and a failed commit (a restarted agent: its records are read again)."""
+    async def reset(self) -> None:
+        """Forget the open group and a failed commit (a restarted agent: its records are read again), once
+        the commits in flight ended: those that land are done, the others' writes are dropped with the
+        open ones (StateStore.discard)."""
+        while self.landing:
+            await self._finished(self.landing[0])
         self.group = Group()
         self.failed = None
 
     async def commit_behind(self) -> None:
-        """Hand the open group to a commit and return without waiting for it (after the previous one)."""
-        await self.committed()
+        """Hand the open group to a commit and return without waiting for it (unless MAX_LANDING are in
+        flight: then until the oldest lands)."""
+        while len(self.landing) >= MAX_LANDING:
+            await self._finished(self.landing[0])
+        self._raise_if_failed()
         group, self.group = self.group, Group()
         ended = self.state.end()
         if group.out or ended:
-            self.committing = asyncio.ensure_future(self._commit(group, ended))
+            previous = self.landing[-1] if self.landing else None
+            landing = Landing(asyncio.get_running_loop().create_future())
+            landing.task = asyncio.ensure_future(self._commit(group, ended, previous, landing))
+            self.landing.append(landing)
 
     async def commit_pending(self) -> None:
         """Commit everything applied so far, and return once it is acknowledged and in RocksDB (before a
@@ -77,28 +111,51 @@ class Checkpoint:
 
     async def committed(self) -> None:
         """Until no group's commit is in flight; raises if one failed."""
-        while (task := self.committing) is not None:
-            try:
-                await asyncio.shield(task)
-            finally:
-                if self.committing is task and task.done():
-                    self.committing = None
+        while self.landing:
+            await self._finished(self.landing[0])
+        self._raise_if_failed()
+
+    async def _finished(self, landing: "Landing") -> None:
+        """Until `landing`'s commit ended (not cancelled with the caller: the commit goes on)."""
+        try:
+            await asyncio.wait([landing.task])
+        finally:
+            if landing.task.done():
+                if not landing.task.cancelled():
+                    landing.task.exception()  # retrieved: `failed` holds the first failure, raised by the caller
+                if landing in self.landing:
+                    self.landing.remove(landing)
+
+    def _raise_if_failed(self) -> None:
         if self.failed is not None:
             raise RuntimeError("an earlier commit failed; the agent restarts") from self.failed
 
-    async def _commit(self, group: Group, ended: list[PartitionWrites]) -> None:
-        """Produce the group's messages and wait for their acknowledgement, then commit every partition's
-        writes (one RocksDB write batch and changelog record batches each)."""
+    async def _commit(self, group: Group, ended: list[PartitionWrites], previous: "Landing | None",
+                      landing: "Landing") -> None:
+        """Send the group's messages after the previous group's, wait for their acknowledgement, then (after
+        the previous commit landed) commit every partition's writes: one RocksDB write batch and changelog
+        record batches each."""
         try:
-            await self.flush(group.out)
+            try:
+                if previous is not None:
+                    await asyncio.wait([previous.sent])
+                acks = await self.send(group.out)
+            finally:
+                landing.sent.set_result(None)
+            await asyncio.gather(*acks)
             now = time.time()
             for stamp in group.stamps:
                 metrics.CHANGE_TO_EVENT_SECONDS.observe(max(0.0, now - stamp))
+            if previous is not None:
+                await asyncio.wait([previous.task])
+                if previous.task.cancelled() or previous.task.exception() is not None:
+                    raise RuntimeError("the previous group's commit failed")
             for writes in ended:
                 await self.commit(writes)
             self.state.landed(ended)
         except BaseException as exc:
-            self.failed = exc
+            if self.failed is None:
+                self.failed = exc
             raise
 
     async def commit_first(self, partition: int) -> None:
@@ -149,8 +206,13 @@ class Checkpoint:
 
     async def flush(self, out: list[Outgoing]) -> None:
         """Produce everything and wait for the broker's acknowledgement before state moves on."""
+        await asyncio.gather(*await self.send(out))
+
+    async def send(self, out: list[Outgoing]) -> list[Awaitable[Any]]:
+        """Append everything to the producer's record batches, in order; returns the batches' futures
+        (resolved when the broker acknowledged them)."""
         if not out:
-            return
+            return []
         # Grouped per (topic, partition), in order, into record batches; the partition is the one
         # Kafka's default partitioner gives the key.
         groups: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
@@ -160,7 +222,7 @@ class Checkpoint:
         futures: list[Awaitable[Any]] = []
         for (topic, partition), records in groups.items():
             futures.extend(future for future, _ in await self.send_batches(topic, partition, records))
-        await asyncio.gather(*futures)
+        return futures
 
     async def send_markers(self, marker: bytes, partitions: Iterable[tuple[str, int]]) -> None:
         """One control message (tick or sync, no key) to each (topic, partition), acknowledged."""

@@ -187,13 +187,14 @@ class StateStore:
 
     def end(self) -> list["PartitionWrites"]:
         """Hand over every partition's uncommitted writes to a commit; reads go on seeing them (through
-        `landing`) until that commit calls `landed`. Only one commit is in flight at a time."""
+        `landing`, each partition's newest handed-over writes, which read through the older ones) until
+        their commit calls `landed`. Commits land in the order their groups were handed over."""
         for writes in self.open.values():
             writes.seal()
         ended = [w for w in self.open.values() if w.pending]
         self.open = {}
         self.writes = PartitionWrites(None, -1)
-        self.landing = {w.partition: w for w in ended}
+        self.landing.update((w.partition, w) for w in ended)
         return ended
 
     def landed(self, ended: list["PartitionWrites"]) -> None:
@@ -201,15 +202,29 @@ class StateStore:
         for writes in ended:
             if self.landing.get(writes.partition) is writes:
                 del self.landing[writes.partition]
-        for writes in self.open.values():
-            if writes.below is not None and writes.below in ended:
-                writes.below = None
+        for writes in [*self.open.values(), *self.landing.values()]:
+            below = writes
+            while below.below is not None:
+                if below.below in ended:
+                    below.below = None
+                    break
+                below = below.below
 
     def discard(self) -> list["PartitionWrites"]:
         """Forget every uncommitted write, open or landing (a crashed agent: its messages are re-read)."""
-        dropped = [*self.landing.values(), *self.end()]
+        dropped = [*self.landing_chain(), *self.end()]
         self.landing = {}
         return dropped
+
+    def landing_chain(self) -> list["PartitionWrites"]:
+        """Every handed-over partition's writes not landed yet (each partition's newest and those below)."""
+        chain = []
+        for writes in self.landing.values():
+            below: PartitionWrites | None = writes
+            while below is not None:
+                chain.append(below)
+                below = below.below
+        return chain
 
     # ---- writes: inside the agent ----------------------------------------------------------------
 

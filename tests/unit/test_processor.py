@@ -138,3 +138,23 @@ def test_the_next_group_reads_a_group_whose_commit_is_in_flight(processor: Proce
     store.landed(landing)
     assert store.begin(0).below is None and store.landing == {}
     assert len(store.discard()) == 1 and store.applied_position(0, "record-changes") == 0
+
+
+def test_groups_land_in_order_while_later_ones_read_through_them(processor: Processor, store: StateStore) -> None:
+    """Commits are pipelined: two handed-over groups can be in flight at once. The next group reads
+    through both (newest first); once the older lands, reads of the partition still see the newer one."""
+    apply(processor, store, 0, "record.change", change(1, country="PL", lifetime_value=1500))
+    store.set_position("record-changes", 0)
+    first = store.end()
+    apply(processor, store, 1, "record.change", change(2, lifetime_value=10))  # record 1 exits
+    store.set_position("record-changes", 1)
+    second = store.end()
+    assert store.applied_position(0, "record-changes") == 1
+    work = apply(processor, store, 2, "record.change", change(3, country="PL", lifetime_value=2000))
+    assert [orjson.loads(value)["type"] for _, _, value in work.out] == ["segment.entered"]
+    for writes in first:
+        writes.apply_locally()
+    store.landed(first)
+    assert all(w.below is None for w in second) and store.applied_position(0, "record-changes") == 1
+    assert len(store.discard()) == 2  # the second group, still landing, and the open one
+    assert store.applied_position(0, "record-changes") == 0  # what reached RocksDB
