@@ -84,8 +84,7 @@ class Checkpoint:
         """Forget the open group and a failed commit (a restarted agent: its records are read again), once
         the commits in flight ended: those that land are done, the others' writes are dropped with the
         open ones (StateStore.discard)."""
-        while self.landing:
-            await self._finished(self.landing[0])
+        await self._all_finished()
         self.group = Group()
         self.failed = None
 
@@ -111,9 +110,13 @@ class Checkpoint:
 
     async def committed(self) -> None:
         """Until no group's commit is in flight; raises if one failed."""
+        await self._all_finished()
+        self._raise_if_failed()
+
+    async def _all_finished(self) -> None:
+        """Until every commit in flight ended, oldest first (landed or failed)."""
         while self.landing:
             await self._finished(self.landing[0])
-        self._raise_if_failed()
 
     async def _finished(self, landing: "Landing") -> None:
         """Until `landing`'s commit ended (not cancelled with the caller: the commit goes on)."""
