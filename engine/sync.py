@@ -109,15 +109,18 @@ class PartitionSync:
         membership: list[Scoped] = []
         changed: list[tuple[bytes, RecordState]] = []
         estimate = self.state.record_estimate(partition)
-        scanned = 0
+        scanned = backfilled = 0
         self.pending[partition] = estimate
         try:
             for key, raw in self.state.records(partition):
                 scanned += 1
                 if scanned % BACKFILL_CHUNK == 0:
                     self.pending[partition] = max(0, estimate - scanned)
+                    metrics.BACKFILLED_RECORDS.inc(backfilled)
+                    backfilled = 0
                     await asyncio.sleep(0)
-                self.processor.backfill_record(key, raw, scopes, out, now, membership, changed, reborn)
+                backfilled += self.processor.backfill_record(key, raw, scopes, out, now, membership, changed, reborn)
         finally:
             self.pending[partition] = 0
+            metrics.BACKFILLED_RECORDS.inc(backfilled)
         return membership, changed

@@ -11,6 +11,7 @@ import orjson
 from engine.sample_data import contact_changes
 from tests.conftest import Harness
 from tests.oracle import Oracle, fold_events
+from tests.reliability.workload import metric_value
 
 BIG_SPENDERS = {"combinator": "and", "rules": [{"field": "lifetime_value", "operator": ">=", "value": 2500}]}
 GERMANS = {"combinator": "and", "rules": [{"field": "country", "operator": "=", "value": "DE"}]}
@@ -52,14 +53,18 @@ def test_backfill_edit_remove_and_inactive(harness: Harness) -> None:
         return harness.events()
 
     before = settle(dict(rules), changes, "initial membership")
+    scanned_before = metric_value(harness.workers[0], "segment_engine_backfill_records_total", {}) or 0.0
 
-    # A new segment is backfilled over every stored record; its events say so.
+    # A new segment is backfilled over every stored record; its events say so, and so does the progress
+    # counter operators watch.
     define(harness, "big-spenders", BIG_SPENDERS, version=1)
     live = dict(rules, **{"big-spenders": BIG_SPENDERS})
     after = settle(live, changes, "backfill of a new segment")
     new_events = [e for e in after if e not in before]
     assert new_events and all(e["data"]["segment_id"] == "big-spenders" for e in new_events)
     assert all(e["data"]["cause"] == "backfill" and e["type"] == "segment.entered" for e in new_events)
+    scanned = metric_value(harness.workers[0], "segment_engine_backfill_records_total", {})
+    assert scanned is not None and scanned - scanned_before == len({c["id"] for c in changes})
 
     # Editing a rule emits only the difference, under the new segment version.
     define(harness, "big-spenders", GERMANS, version=2)
