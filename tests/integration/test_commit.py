@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -83,12 +84,17 @@ def test_pipelined_commits_keep_event_order_and_write_state_after_acks(broker: L
     finally:
         db.close()
 
-    consumer = KafkaConsumer(bootstrap_servers=broker.address, auto_offset_reset="earliest",
-                             consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(bootstrap_servers=broker.address, auto_offset_reset="earliest")
     consumer.assign([TopicPartition(events_topic, p) for p in range(PARTITIONS)])
     received: dict[int, list[str]] = {p: [] for p in range(PARTITIONS)}
-    for message in consumer:
-        received[message.partition].append(message.value.decode())
+    deadline = time.monotonic() + 30
+    while sum(map(len, received.values())) < len(applied) and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            for message in records:
+                received[message.partition].append(message.value.decode())
+    for records in consumer.poll(timeout_ms=500).values():  # anything beyond them (each event once)
+        for message in records:
+            received[message.partition].append(message.value.decode())
     consumer.close()
     for partition in range(PARTITIONS):
         expected = [f"{key}:{offset}" for key, offset in applied if partition_for(key, PARTITIONS) == partition]
