@@ -14,6 +14,7 @@ The data path, in the order a message takes it:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from typing import Any, Iterable
@@ -65,6 +66,22 @@ GROUP_OUTGOING = 10_000
 # sends, the acknowledgements, the RocksDB write) and the web server run on the same loop, and a fetch
 # applied in one go (~100 ms at 1,000 segments) held a group's acknowledgement up for several fetches.
 YIELD_S = 0.002
+# The cyclic collector's young-generation threshold (CPython's default: 700 allocations). See freeze_long_lived.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def freeze_long_lived() -> None:
+    """Move every object alive now (Faust, the libraries, the compiled segment rules) out of the cyclic
+    collector's view, once the registry is loaded or changed: a full collection traversed them all, a
+    stall of the whole worker (~90 ms at 1,000 segments, ~400 ms at 10,000) that every change waiting in a
+    fetch sees. Frozen objects are still freed by their reference counts. With the long-lived heap out of
+    the count, full collections are due far more often (CPython runs one when a quarter more than the
+    last one left has survived), so young collections run every GC_YOUNG_THRESHOLD allocations instead of
+    700: messages in flight (a group's events, held until acknowledged) die before they are promoted."""
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    gc.freeze()
+
+
 STALL_CHECK_S = 5.0  # how often partitions that lag without moving are nudged (see _nudge_stalled)
 
 
@@ -490,9 +507,11 @@ class Engine:
                         self._count_segments()
                         self.registry_ready.set()
                         log.info("segment registry loaded: generation %d", self.registry.generation)
+                        freeze_long_lived()
                         await self.send_sync_markers()
                 elif changed:
                     self._count_segments()
+                    freeze_long_lived()
                     await self.send_sync_markers()
         finally:
             await consumer.stop()
