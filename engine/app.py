@@ -66,6 +66,7 @@ GROUP_OUTGOING = 10_000
 # sends, the acknowledgements, the RocksDB write) and the web server run on the same loop, and a fetch
 # applied in one go (~100 ms at 1,000 segments) held a group's acknowledgement up for several fetches.
 YIELD_S = 0.002
+STALL_CHECK_S = 5.0  # how often partitions that lag without moving are nudged (see _nudge_stalled)
 # The cyclic collector's young-generation threshold (CPython's default: 700 allocations). See freeze_long_lived.
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -80,9 +81,6 @@ def freeze_long_lived() -> None:
     700: messages in flight (a group's events, held until acknowledged) die before they are promoted."""
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     gc.freeze()
-
-
-STALL_CHECK_S = 5.0  # how often partitions that lag without moving are nudged (see _nudge_stalled)
 
 
 def agent_stacks() -> str:

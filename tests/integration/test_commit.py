@@ -8,6 +8,7 @@ import random
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -23,31 +24,28 @@ from engine.state import POSITION_KEY, OneDatabase, StateStore
 PARTITIONS = 3
 
 
-class _App:
-    """The one thing Checkpoint reads of the Faust app: its producer (aiokafka's, under Faust's)."""
-
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self.producer = type("FaustProducer", (), {"_producer": producer})()
+Log = list[tuple[str, int]]  # ("acked", an event's offset) and ("state", a group's applied position), in order
 
 
-async def _run(address: str, events_topic: str, changelog: str, db: Any, seed: int) -> tuple[list[tuple[str, int]], list[str]]:
+async def _run(address: str, events_topic: str, changelog: str, db: Any, seed: int) -> tuple[list[tuple[str, int]], Log]:
     producer = AIOKafkaProducer(bootstrap_servers=address, linger_ms=0)
     await producer.start()
     store = StateStore(OneDatabase(db))
-    checkpoint = Checkpoint(_App(producer), store, OneDatabase(db), changelog, {events_topic: PARTITIONS})
-    log: list[str] = []  # "acked <value>" and "state <offset>", in the order they happened
+    app = SimpleNamespace(producer=SimpleNamespace(_producer=producer))  # what Checkpoint reads of the Faust app
+    checkpoint = Checkpoint(app, store, OneDatabase(db), changelog, {events_topic: PARTITIONS})
+    log: Log = []
     send = checkpoint.send
 
     async def logged_send(out: list[Any]) -> list[Any]:
         acks = await send(out)
-        values = [value.decode() for _, _, value in out]
-        asyncio.gather(*acks).add_done_callback(lambda _: log.extend(f"acked {v}" for v in values))
+        offsets = [int(value.rsplit(b":", 1)[1]) for _, _, value in out]
+        asyncio.gather(*acks).add_done_callback(lambda _: log.extend(("acked", o) for o in offsets))
         return acks
 
     commit = checkpoint.commit
 
     async def logged_commit(writes: Any) -> None:
-        log.append(f"state {int(writes.pending[POSITION_KEY + b'in'])}")
+        log.append(("state", int(writes.pending[POSITION_KEY + b"in"])))
         await commit(writes)
 
     checkpoint.send = logged_send  # type: ignore[method-assign]
@@ -87,14 +85,16 @@ def test_pipelined_commits_keep_event_order_and_write_state_after_acks(broker: L
     consumer = KafkaConsumer(bootstrap_servers=broker.address, auto_offset_reset="earliest")
     consumer.assign([TopicPartition(events_topic, p) for p in range(PARTITIONS)])
     received: dict[int, list[str]] = {p: [] for p in range(PARTITIONS)}
-    deadline = time.monotonic() + 30
-    while sum(map(len, received.values())) < len(applied) and time.monotonic() < deadline:
+
+    def poll() -> None:
         for records in consumer.poll(timeout_ms=500).values():
             for message in records:
                 received[message.partition].append(message.value.decode())
-    for records in consumer.poll(timeout_ms=500).values():  # anything beyond them (each event once)
-        for message in records:
-            received[message.partition].append(message.value.decode())
+
+    deadline = time.monotonic() + 30
+    while sum(map(len, received.values())) < len(applied) and time.monotonic() < deadline:
+        poll()
+    poll()  # anything beyond them (each event once)
     consumer.close()
     for partition in range(PARTITIONS):
         expected = [f"{key}:{offset}" for key, offset in applied if partition_for(key, PARTITIONS) == partition]
@@ -103,13 +103,11 @@ def test_pipelined_commits_keep_event_order_and_write_state_after_acks(broker: L
     # Each state write (the applied position of its group's last record) comes after every event up to it.
     acked: set[int] = set()
     states = 0
-    for entry in log:
-        what, value = entry.split(" ", 1)
+    for what, position in log:
         if what == "acked":
-            acked.add(int(value.rsplit(":", 1)[1]))
+            acked.add(position)
         else:
             states += 1
-            position = int(value)
             missing = set(range(position + 1)) - acked
             assert not missing, f"state at offset {position} written before events {sorted(missing)[:5]} were acked"
     assert states > 10, "the run handed over many groups"
