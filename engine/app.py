@@ -47,7 +47,7 @@ from engine.registry import SegmentRegistry
 from engine.rules.errors import EngineError
 from engine.schemas import validate_message
 from engine.settings import Settings
-from engine.state import RecordStateTable, StateStore
+from engine.state import PromptTableManager, RecordStateTable, StateStore
 from engine.storage import store_url
 from engine.sync import PartitionSync
 from engine.true_ends import true_ends
@@ -141,6 +141,7 @@ class Engine:
             broker_rebalance_timeout=settings.session_timeout,
             broker_heartbeat_interval=max(0.5, settings.session_timeout / 10),
             autodiscover=False,
+            TableManager=PromptTableManager,
             # aiohttp's parser answers a header field over 8190 bytes with a plain-text 400 before any
             # route runs; a larger limit lets an oversized token reach the JSON refusal in engine.api.auth.
             web_application_options={"handler_args": {"max_field_size": HEADER_FIELD_LIMIT,

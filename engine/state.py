@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import faust
 import orjson
+from faust.tables import TableManager
 
 from engine.envelope import segment_key, split_record_key
 from engine.membership import ENTERED, RecordState, Transition
@@ -149,6 +150,17 @@ class RecordStateTable(faust.Table):
         super().apply_changelog_batch(events)
         for partition in {event.message.partition for event in events}:
             self.data._db_for_partition(partition).put(REPAIR_KEY, b"1")
+
+
+class PromptTableManager(TableManager):
+    """Faust's table manager without the second it sleeps before starting the tables (so that tables
+    declared late can still register). The engine adds its one table before the app starts, so that
+    second only delayed every worker start and every restart after a crash."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 class OneDatabase:
