@@ -41,6 +41,9 @@ def run_demo(settings: Settings, duration: float = 0, rate: float = 20) -> int:
     settings = replace(settings, data_dir=data_dir, web_port=settings.web_port if port_is_free(settings.web_port) else free_port())
     env = dict(os.environ, SEGMENT_ENGINE_BROKER=settings.broker, SEGMENT_ENGINE_DATA_DIR=str(data_dir),
                SEGMENT_ENGINE_WEB_PORT=str(settings.web_port))
+    # One worker on a local broker: a short session lets it join its group, and print the first events,
+    # seconds sooner (tansu holds a first join about half the session timeout). Set it to keep your own.
+    env.setdefault("SEGMENT_ENGINE_SESSION_TIMEOUT", "3")
     worker: subprocess.Popen[bytes] | None = None
     stop = threading.Event()
     try:

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -58,8 +59,10 @@ def test_run_demo_prints_events_serves_the_api_and_feeds_subscribers() -> None:
     address = re.search(r"on (127\.0\.0\.1:\d+)", started)
     assert address is not None, "".join(lines)[-2000:]
     # The reference subscriber, as the demo's first line tells a newcomer to run it, shows events live.
-    live = follow(address.group(1), seconds=8)
-    assignments = follow(address.group(1), "--assignments", seconds=8)
+    with ThreadPoolExecutor(2) as pool:  # both subscribers at once: the demo keeps publishing meanwhile
+        live_run = pool.submit(follow, address.group(1), seconds=8)
+        assignments_run = pool.submit(follow, address.group(1), "--assignments", seconds=8)
+        live, assignments = live_run.result(), assignments_run.result()
     demo.send_signal(signal.SIGINT)  # Ctrl-C, as the demo tells a newcomer (--duration bounds it otherwise)
     demo.wait(timeout=120)
     reader.join(timeout=10)
