@@ -38,8 +38,11 @@ def follow(broker: str, *args: str, seconds: float) -> str:
 
 def test_run_demo_prints_events_serves_the_api_and_feeds_subscribers() -> None:
     port = free_port()
+    # A test run started in the background (`make test &`, CI runners) inherits SIGINT ignored; the demo
+    # gets Ctrl-C's default handling back, so it stops on SIGINT as in a terminal instead of at --duration.
     demo = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--duration", "45"], cwd=REPO,
-                            env=clean_env(WEB_PORT=str(port)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            env=clean_env(WEB_PORT=str(port)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(line.decode(errors="replace") for line in demo.stdout),  # type: ignore[union-attr]
                               daemon=True)
